@@ -1,0 +1,1 @@
+"""Shared runtime for every AgentFlow service: settings, errors, mTLS, server bootstrap, clients, storage."""

@@ -1,0 +1,94 @@
+"""Settings: environment (`AF_*`) over a YAML file (`AF_CONFIG`) over defaults. Frozen once loaded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+SERVICES: tuple[str, ...] = (
+    "gateway",
+    "planner",
+    "worker",
+    "tool-sandbox",
+    "model-gateway",
+    "memory",
+    "audit",
+)
+"""Every service of the mesh, in start order reversed dependencies aside (see `af up`)."""
+
+DEFAULT_BASE_PORT = 50050
+METRICS_PORT_OFFSET = 1000
+DEFAULT_HTTP_PORT = 8080
+
+
+class Settings(BaseSettings):
+    """What a service (or the CLI) needs to know about its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="AF_", frozen=True, extra="ignore")
+
+    host: str = "127.0.0.1"
+    base_port: int = Field(DEFAULT_BASE_PORT, description="gRPC port of `gateway`; the others follow in order")
+    ports: dict[str, int] = Field(default_factory=dict, description="explicit gRPC port per service")
+    http_port: int = Field(DEFAULT_HTTP_PORT, description="REST/JSON edge port of the gateway")
+    data_dir: Path = Path(".agentflow")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; unset = one SQLite file per service")
+    cert_dir: Path | None = None
+    catalog_dir: Path = Path("catalog")
+    jwt_secret: str = "agentflow-dev-secret-change-me"
+    log_level: str = "INFO"
+    drain_seconds: float = 5.0
+    metrics_enabled: bool = True
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("AF_CONFIG")
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=Path(config_file)))
+        return tuple(sources)
+
+    def port(self, service: str) -> int:
+        """gRPC port of a service."""
+        if service in self.ports:
+            return self.ports[service]
+        if service not in SERVICES:
+            raise KeyError(f"unknown service {service!r}")
+        return self.base_port + SERVICES.index(service)
+
+    def address(self, service: str) -> str:
+        """`host:port` on which a service's gRPC server listens."""
+        return f"{self.host}:{self.port(service)}"
+
+    def metrics_port(self, service: str) -> int:
+        """Port of a service's Prometheus `/metrics` endpoint."""
+        return self.port(service) + METRICS_PORT_OFFSET
+
+    @property
+    def certs(self) -> Path:
+        """Where the CA, service and client certificates live."""
+        return self.cert_dir if self.cert_dir is not None else self.data_dir / "certs"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields replaced (settings are frozen)."""
+        return self.model_copy(update=changes)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from env and file, with explicit overrides on top."""
+    return Settings(**overrides)
