@@ -1,0 +1,97 @@
+"""`af`: the one CLI — serve a service, start the mesh, run workflows, manage certificates."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+import orjson
+
+from agentflow_runtime.certs import CLIENT_IDENTITY, init_dev_certs
+from agentflow_runtime.settings import SERVICES, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="af", description="AgentFlow command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run one service in the foreground")
+    serve.add_argument("service", choices=SERVICES)
+    sub.add_parser("up", help="start the whole mesh locally; Ctrl-C stops it")
+    certs = sub.add_parser("certs", help="dev certificates")
+    certs.add_argument("action", choices=["init"])
+    certs.add_argument("--force", action="store_true", help="replace existing certificates")
+    sub.add_parser("health", help="health of every service")
+    run = sub.add_parser("run", help="run a workflow through the REST edge and stream its events")
+    run.add_argument("workflow")
+    run.add_argument("--input", default="{}", help="run input as JSON")
+    run.add_argument("--token", help="bearer token (default: a dev token from the settings' secret)")
+    sub.add_parser("demo", help="start the mesh, run the demo workflow through the edge, stop")
+    token = sub.add_parser("token", help="print a dev bearer token")
+    token.add_argument("--tenant", default="default")
+    token.add_argument("--role", default="admin", choices=["admin", "developer", "viewer"])
+    token.add_argument("--subject", default="dev")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = load_settings()
+    if args.command == "serve":
+        from agentflow_cli.services import build
+        from agentflow_runtime.server import serve
+
+        serve(build(args.service, settings), settings)
+        return 0
+    if args.command == "certs":
+        written = init_dev_certs(settings.certs, [*SERVICES, CLIENT_IDENTITY], force=args.force)
+        print(f"{len(written)} files written to {settings.certs}" if written else "certificates present")
+        return 0
+    if args.command == "up":
+        from agentflow_cli.supervisor import run_up
+
+        return asyncio.run(run_up(settings))
+    if args.command == "health":
+        from agentflow_cli.health import check
+
+        statuses = asyncio.run(check(settings, list(SERVICES)))
+        for name, status in statuses.items():
+            print(f"{name:14} {status}")
+        return 0 if all(s == "SERVING" for s in statuses.values()) else 1
+    if args.command == "token":
+        from agentflow_cli.tokens import dev_token
+
+        print(dev_token(settings, subject=args.subject, tenant=args.tenant, role=args.role))
+        return 0
+    if args.command == "run":
+        return asyncio.run(_run(settings, args.workflow, args.input, args.token))
+    if args.command == "demo":
+        from agentflow_cli.demo import demo
+
+        return asyncio.run(demo(settings))
+    return 2
+
+
+async def _run(settings: object, workflow: str, raw_input: str, token: str | None) -> int:
+    from agentflow_cli.rest import EdgeClient, EdgeError
+    from agentflow_cli.runs import run_workflow
+    from agentflow_cli.tokens import dev_token
+    from agentflow_runtime.settings import Settings
+
+    assert isinstance(settings, Settings)
+    try:
+        run_input = orjson.loads(raw_input)
+    except orjson.JSONDecodeError as exc:
+        print(f"--input is not JSON: {exc}", file=sys.stderr)
+        return 2
+    client = EdgeClient(f"http://{settings.host}:{settings.http_port}", token or dev_token(settings))
+    try:
+        run = await run_workflow(client, workflow, run_input)
+    except EdgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await client.close()
+    print(orjson.dumps(run, option=orjson.OPT_INDENT_2).decode())
+    return 0 if run.get("state") == "RUN_STATE_SUCCEEDED" else 1
