@@ -1,0 +1,199 @@
+"""The audit chain in SQL: `audit_events` (one row per entry) and `chain_head` (the last seq and hash).
+
+Appends are serialized so the chain never forks: an in-process lock orders appenders of one process and, on
+PostgreSQL, `SELECT ... FOR UPDATE` on the single `chain_head` row orders appenders across processes. The
+head row is updated in the same transaction as the entries it covers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from agentflow_runtime import hashchain
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agentflow_audit.events import AuditRecord, NewAuditEvent
+
+metadata = MetaData()
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_time", DateTime(timezone=True), nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("tenant", String(256), nullable=False),
+    Column("principal", String(512), nullable=False),
+    Column("action", String(256), nullable=False),
+    Column("resource", String(1024), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("details", JSON, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_events_tenant_seq", "tenant", "seq"),
+    Index("ix_audit_events_resource_seq", "resource", "seq"),
+)
+
+chain_head = Table(
+    "chain_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+_HEAD_ID = 1
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _record(row: Any) -> AuditRecord:
+    return AuditRecord(
+        seq=row.seq,
+        event_time=_utc(row.event_time),
+        actor=row.actor,
+        tenant=row.tenant,
+        principal=row.principal,
+        action=row.action,
+        resource=row.resource,
+        outcome=row.outcome,
+        details=dict(row.details or {}),
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+    )
+
+
+class AuditStore:
+    """Appends to, reads and verifies the chain held in one database."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._lock = asyncio.Lock()
+
+    async def initialize(self) -> None:
+        """Create the tables if missing and the head row of an empty chain."""
+        async with self._engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        try:
+            async with self._engine.begin() as conn:
+                found = await conn.scalar(select(chain_head.c.id).where(chain_head.c.id == _HEAD_ID))
+                if found is None:
+                    await conn.execute(
+                        insert(chain_head).values(id=_HEAD_ID, seq=0, hash=hashchain.GENESIS_HASH)
+                    )
+        except IntegrityError:
+            pass  # another process created the head row first
+
+    async def append(self, events: Sequence[NewAuditEvent]) -> list[AuditRecord]:
+        """Append `events` in order, atomically; returns them with their seq and hashes."""
+        if not events:
+            return []
+        async with self._lock, self._engine.begin() as conn:
+            head = (
+                await conn.execute(
+                    select(chain_head.c.seq, chain_head.c.hash)
+                    .where(chain_head.c.id == _HEAD_ID)
+                    .with_for_update()
+                )
+            ).one()
+            seq, prev_hash = int(head.seq), str(head.hash)
+            records: list[AuditRecord] = []
+            for event in events:
+                seq += 1
+                fields: dict[str, Any] = {
+                    "seq": seq,
+                    "event_time": _utc(event.event_time),
+                    "actor": event.actor,
+                    "tenant": event.tenant,
+                    "principal": event.principal,
+                    "action": event.action,
+                    "resource": event.resource,
+                    "outcome": event.outcome,
+                    "details": hashchain.normalize(event.details),
+                }
+                digest = hashchain.chain_hash(prev_hash, fields)
+                records.append(AuditRecord(**fields, prev_hash=prev_hash, hash=digest))
+                prev_hash = digest
+            await conn.execute(insert(audit_events), [{**r.as_mapping()} for r in records])
+            await conn.execute(
+                update(chain_head).where(chain_head.c.id == _HEAD_ID).values(seq=seq, hash=prev_hash)
+            )
+        return records
+
+    async def list_events(
+        self, *, tenant: str | None, resource: str | None, after_seq: int, limit: int
+    ) -> tuple[list[AuditRecord], bool]:
+        """Entries after `after_seq` in seq order (filtered when given) and whether more follow."""
+        query = select(audit_events).where(audit_events.c.seq > after_seq)
+        if tenant is not None:
+            query = query.where(audit_events.c.tenant == tenant)
+        if resource:
+            query = query.where(audit_events.c.resource == resource)
+        query = query.order_by(audit_events.c.seq).limit(limit + 1)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_record(r) for r in rows[:limit]], len(rows) > limit
+
+    async def scan(self, page_size: int = 1000) -> AsyncIterator[AuditRecord]:
+        """Every entry in seq order, read a page at a time."""
+        after = 0
+        while True:
+            query = (
+                select(audit_events)
+                .where(audit_events.c.seq > after)
+                .order_by(audit_events.c.seq)
+                .limit(page_size)
+            )
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+            for row in rows:
+                yield _record(row)
+            if len(rows) < page_size:
+                return
+            after = rows[-1].seq
+
+    async def head(self) -> tuple[int, str]:
+        """The seq and hash of the last entry (0 and "" for an empty chain)."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.id == _HEAD_ID)
+                )
+            ).one_or_none()
+        return (0, hashchain.GENESIS_HASH) if row is None else (int(row.seq), str(row.hash))
+
+    async def verify(self, page_size: int = 1000) -> hashchain.VerifyResult:
+        """Recompute the whole chain and check that the head row agrees with its last entry."""
+        head_seq, head_hash = await self.head()
+        verifier = hashchain.ChainVerifier()
+        async for record in self.scan(page_size):
+            if not verifier.feed(record.as_mapping()):
+                return verifier.result()
+        last_seq = verifier.next_seq - 1
+        if last_seq < head_seq:
+            verifier.fail_at(
+                last_seq + 1, f"entries {last_seq + 1}..{head_seq} are missing: the log was truncated"
+            )
+        elif last_seq > head_seq or verifier.head_hash != head_hash:
+            verifier.fail_at(last_seq, f"the chain head (seq {head_seq}) does not match entry {last_seq}")
+        return verifier.result()
