@@ -27,7 +27,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentflow_audit.events import AuditRecord, NewAuditEvent
@@ -91,9 +91,17 @@ class AuditStore:
         self._lock = asyncio.Lock()
 
     async def initialize(self) -> None:
-        """Create the tables if missing and the head row of an empty chain."""
-        async with self._engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+        """Create the tables if missing and the head row of an empty chain (safe for racing replicas)."""
+        for attempt in range(5):
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.run_sync(metadata.create_all)
+                break
+            except DBAPIError:
+                # Another replica created the same table concurrently: retry and find it.
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.1 * (attempt + 1))
         try:
             async with self._engine.begin() as conn:
                 found = await conn.scalar(select(chain_head.c.id).where(chain_head.c.id == _HEAD_ID))
