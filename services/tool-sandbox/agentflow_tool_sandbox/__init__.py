@@ -1,0 +1,1 @@
+"""tool-sandbox: the tool registry and sandboxed tool execution (ToolService)."""

@@ -1,0 +1,78 @@
+"""What a tool is: its identity, how its process starts, and the limits one execution runs under."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+TOOL_ID_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,62}")
+"""A tool id: lowercase letter first, then letters, digits or dashes; 63 characters at most."""
+
+ORIGIN_CATALOG = "catalog"
+ORIGIN_API = "api"
+
+DEFAULT_WALL_TIME_SECONDS = 30.0
+DEFAULT_CPU_SECONDS = 10
+DEFAULT_MEMORY_BYTES = 512 * 1024 * 1024
+DEFAULT_OUTPUT_BYTES = 1024 * 1024
+
+MAX_WALL_TIME_SECONDS = 3600.0
+MAX_CPU_SECONDS = 3600
+MAX_MEMORY_BYTES = 16 * 1024 * 1024 * 1024
+MAX_OUTPUT_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The execution profile's resource caps; zero in any field means the default."""
+
+    wall_time_seconds: float = DEFAULT_WALL_TIME_SECONDS
+    cpu_seconds: int = DEFAULT_CPU_SECONDS
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
+    output_bytes: int = DEFAULT_OUTPUT_BYTES
+
+    def with_defaults(self) -> Limits:
+        """These limits with every unset (zero) field replaced by its default."""
+        return Limits(
+            wall_time_seconds=self.wall_time_seconds or DEFAULT_WALL_TIME_SECONDS,
+            cpu_seconds=self.cpu_seconds or DEFAULT_CPU_SECONDS,
+            memory_bytes=self.memory_bytes or DEFAULT_MEMORY_BYTES,
+            output_bytes=self.output_bytes or DEFAULT_OUTPUT_BYTES,
+        )
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """How to start the tool: argv and the only environment variables it gets besides the base ones."""
+
+    command: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A registered tool."""
+
+    tool_id: str
+    description: str
+    input_schema: Mapping[str, Any]
+    process: ProcessSpec
+    limits: Limits = Limits()
+    origin: str = ORIGIN_API
+    create_time: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        """The resource name, `tools/{tool_id}`."""
+        return f"tools/{self.tool_id}"
+
+
+def tool_id_from_name(name: str) -> str | None:
+    """The tool id in a resource name `tools/{tool}`, None when `name` is not one."""
+    prefix, _, tool_id = name.partition("/")
+    if prefix != "tools" or not TOOL_ID_PATTERN.fullmatch(tool_id):
+        return None
+    return tool_id
