@@ -1,0 +1,140 @@
+"""The planner's use cases over definitions, plans and the store; no transport types."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentflow_runtime.db import Database
+from agentflow_runtime.errors import AlreadyExists, InvalidArgument
+
+from . import store
+from .compiler import Plan, compile_plan, plan_from_dict
+from .definition import WORKFLOW_ID, WorkflowDefinition, check_definition
+from .violations import Violation
+
+__all__ = ["Validation", "WorkflowRegistry", "parse_workflow_name"]
+
+log = logging.getLogger("agentflow.planner")
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The outcome of validating a definition: its plan when valid, else every violation."""
+
+    definition: WorkflowDefinition | None
+    violations: tuple[Violation, ...]
+    plan: Plan | None
+
+
+def parse_workflow_name(name: str) -> str:
+    """The workflow id in `workflows/{id}`; InvalidArgument otherwise."""
+    prefix, _, workflow_id = name.partition("/")
+    if prefix != "workflows" or not WORKFLOW_ID.match(workflow_id):
+        raise InvalidArgument(
+            f"{name!r} is not a workflow name", violations=[("name", "must be workflows/{workflow}")]
+        )
+    return workflow_id
+
+
+def validate(source: str | Mapping[str, Any] | None) -> Validation:
+    """Validates a definition (text or data) and compiles it when valid; never raises for bad input."""
+    if not source:
+        return Validation(
+            None, (Violation("source", "give the definition as `source` text or `definition`"),), None
+        )
+    definition, violations = check_definition(source)
+    if definition is None:
+        return Validation(None, tuple(violations), None)
+    return Validation(definition, (), compile_plan(definition))
+
+
+def _read_catalog(directory: Path) -> list[tuple[Path, str]]:
+    if not directory.is_dir():
+        return []
+    return [(path, path.read_text(encoding="utf-8")) for path in sorted(directory.glob("*.yaml"))]
+
+
+class WorkflowRegistry:
+    """Creates, reads and compiles the workflows of each tenant."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self,
+        tenant: str,
+        source: str | Mapping[str, Any] | None,
+        *,
+        workflow_id: str = "",
+        display_name: str = "",
+        description: str = "",
+    ) -> store.StoredWorkflow:
+        """Stores version 1 of a new workflow; InvalidArgument lists every violation."""
+        checked = validate(source)
+        if checked.definition is None:
+            violations = [(v.field, v.description) for v in checked.violations]
+            first = checked.violations[0]
+            raise InvalidArgument(
+                f"invalid workflow definition: {first.field}: {first.description}",
+                reason="INVALID_WORKFLOW",
+                violations=violations,
+            )
+        definition = checked.definition
+        workflow_id = workflow_id or definition.id
+        if not WORKFLOW_ID.match(workflow_id):
+            raise InvalidArgument(
+                f"{workflow_id!r} is not a valid workflow id",
+                violations=[("workflow_id", "1-63 lowercase letters, digits or '-', starting with a letter")],
+            )
+        plan = compile_plan(definition, version=1, workflow_id=workflow_id)
+        async with self._db.begin() as conn:
+            return await store.create_workflow(
+                conn,
+                tenant=tenant,
+                workflow_id=workflow_id,
+                display_name=display_name or definition.display_name,
+                description=description or definition.description,
+                definition=definition.document,
+                plan=plan.to_dict(),
+                plan_hash=plan.plan_hash,
+            )
+
+    async def get(self, tenant: str, workflow_id: str, version: int = 0) -> store.StoredWorkflow:
+        async with self._db.connect() as conn:
+            return await store.get_workflow(conn, tenant=tenant, workflow_id=workflow_id, version=version)
+
+    async def list_page(
+        self, tenant: str, offset: int, limit: int
+    ) -> tuple[list[store.StoredWorkflow], bool]:
+        async with self._db.connect() as conn:
+            return await store.list_workflows(conn, tenant=tenant, offset=offset, limit=limit)
+
+    async def compile(self, tenant: str, workflow_id: str, version: int = 0) -> Plan:
+        """The plan of a stored version (0: the latest), compiled when it was stored."""
+        if version < 0:
+            raise InvalidArgument("version must not be negative", violations=[("version", "negative")])
+        return plan_from_dict((await self.get(tenant, workflow_id, version)).plan)
+
+    async def seed(self, tenant: str, directory: Path) -> list[str]:
+        """Creates each `*.yaml` workflow of `directory` the tenant lacks; returns the ids created.
+
+        Idempotent: existing workflows are left alone, invalid files are logged and skipped.
+        """
+        created: list[str] = []
+        for path, text in await asyncio.to_thread(_read_catalog, directory):
+            checked = validate(text)
+            if checked.definition is None:
+                problems = "; ".join(f"{v.field}: {v.description}" for v in checked.violations)
+                log.warning("skipping invalid catalog workflow %s: %s", path, problems)
+                continue
+            try:
+                await self.create(tenant, checked.definition.document)
+            except AlreadyExists:
+                continue
+            created.append(checked.definition.id)
+        return created

@@ -1,0 +1,171 @@
+"""Kind-specific step parameters: what each step kind accepts, and its normalised form in a plan.
+
+model   `model` (alias, default "local"); exactly one of `prompt` (template) or `messages`
+        (`[{role: system|user|assistant, content}]`); optional `system`, `max_tokens` (> 0),
+        `temperature` (0..2). Normalised to `{model, messages, max_tokens?, temperature?}` with `system`
+        and `prompt` folded into `messages`.
+tool    `tool` (registered tool name), optional `arguments` (object; values may be templates).
+        Normalised to `{tool, arguments}`.
+memory  `op`: put | query | get | erase, then per op:
+        put `text`, optional `id`, `subject`, `namespace`, `labels`, `ttl_seconds`, `metadata`;
+        query `text`, optional `subject`, `namespace`, `labels`, `top_k`;
+        get `id`; erase `subject`. Normalised to `op` plus the fields given.
+
+Integer parameters accept a whole `{{ ... }}` template in place of a number.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+from typing import Any
+
+from .violations import Violations
+
+__all__ = ["COMMON_FIELDS", "StepKind", "normalize_params"]
+
+COMMON_FIELDS = frozenset({"id", "kind", "needs", "description"})
+_TOOL_NAME = re.compile(r"^[a-z][a-z0-9._-]{0,62}$")
+_ROLES = ("system", "user", "assistant")
+_MEMORY_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    # op: (required, optional)
+    "put": (
+        frozenset({"text"}),
+        frozenset({"id", "subject", "namespace", "labels", "ttl_seconds", "metadata"}),
+    ),
+    "query": (frozenset({"text"}), frozenset({"subject", "namespace", "labels", "top_k"})),
+    "get": (frozenset({"id"}), frozenset()),
+    "erase": (frozenset({"subject"}), frozenset()),
+}
+_MEMORY_STRINGS = ("text", "id", "subject", "namespace")
+
+
+class StepKind(StrEnum):
+    """What a step does."""
+
+    MODEL = "model"
+    TOOL = "tool"
+    MEMORY = "memory"
+
+
+def _is_whole_template(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().startswith("{{") and value.strip().endswith("}}")
+
+
+def _integer(value: Any, field: str, out: Violations, minimum: int) -> int | str | None:
+    if _is_whole_template(value):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        out.add(field, "must be an integer")
+        return None
+    if value < minimum:
+        out.add(field, f"must be at least {minimum}")
+        return None
+    return value
+
+
+def _string(value: Any, field: str, out: Violations) -> str | None:
+    if not isinstance(value, str) or not value:
+        out.add(field, "must be a non-empty string")
+        return None
+    return value
+
+
+def _unknown(
+    params: Mapping[str, Any], allowed: frozenset[str], path: str, kind: str, out: Violations
+) -> None:
+    for key in params:
+        if key not in allowed and key not in COMMON_FIELDS:
+            out.add(
+                f"{path}.{key}", f"unknown field for a {kind} step (allowed: {', '.join(sorted(allowed))})"
+            )
+
+
+def _model(params: Mapping[str, Any], path: str, out: Violations) -> dict[str, Any]:
+    allowed = frozenset({"model", "prompt", "messages", "system", "max_tokens", "temperature"})
+    _unknown(params, allowed, path, "model", out)
+    result: dict[str, Any] = {"model": _string(params.get("model", "local"), f"{path}.model", out)}
+    messages: list[dict[str, Any]] = []
+    if "system" in params and _string(params["system"], f"{path}.system", out):
+        messages.append({"role": "system", "content": params["system"]})
+    if ("prompt" in params) == ("messages" in params):
+        out.add(f"{path}.prompt", "a model step needs exactly one of `prompt` or `messages`")
+    elif "prompt" in params:
+        if _string(params["prompt"], f"{path}.prompt", out):
+            messages.append({"role": "user", "content": params["prompt"]})
+    elif not isinstance(params["messages"], list) or not params["messages"]:
+        out.add(f"{path}.messages", "must be a non-empty list of {role, content}")
+    else:
+        for i, message in enumerate(params["messages"]):
+            where = f"{path}.messages[{i}]"
+            if not isinstance(message, Mapping) or set(message) != {"role", "content"}:
+                out.add(where, "must be an object with exactly `role` and `content`")
+                continue
+            if message["role"] not in _ROLES:
+                out.add(f"{where}.role", f"must be one of {', '.join(_ROLES)}")
+            if _string(message["content"], f"{where}.content", out):
+                messages.append({"role": message["role"], "content": message["content"]})
+    result["messages"] = messages
+    if "max_tokens" in params:
+        result["max_tokens"] = _integer(params["max_tokens"], f"{path}.max_tokens", out, minimum=1)
+    if "temperature" in params:
+        value = params["temperature"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 2:
+            out.add(f"{path}.temperature", "must be a number from 0 to 2")
+        result["temperature"] = value
+    return result
+
+
+def _tool(params: Mapping[str, Any], path: str, out: Violations) -> dict[str, Any]:
+    _unknown(params, frozenset({"tool", "arguments"}), path, "tool", out)
+    name = params.get("tool")
+    if name is None:
+        out.add(f"{path}.tool", "a tool step needs `tool`, the name of a registered tool")
+    elif not isinstance(name, str) or not _TOOL_NAME.match(name):
+        out.add(f"{path}.tool", "must be a tool name (lowercase letters, digits, '.', '_' or '-')")
+    arguments = params.get("arguments", {})
+    if not isinstance(arguments, Mapping):
+        out.add(f"{path}.arguments", "must be an object")
+        arguments = {}
+    return {"tool": name, "arguments": dict(arguments)}
+
+
+def _memory(params: Mapping[str, Any], path: str, out: Violations) -> dict[str, Any]:
+    op = params.get("op")
+    if op not in _MEMORY_FIELDS:
+        out.add(f"{path}.op", f"a memory step needs `op`, one of {', '.join(_MEMORY_FIELDS)}")
+        return {"op": op}
+    required, optional = _MEMORY_FIELDS[op]
+    _unknown(params, required | optional | {"op"}, path, f"memory {op}", out)
+    result: dict[str, Any] = {"op": op}
+    for key in sorted(required - set(params)):
+        out.add(f"{path}.{key}", f"a memory {op} step needs `{key}`")
+    for key in sorted((required | optional) & set(params)):
+        value, where = params[key], f"{path}.{key}"
+        if key in _MEMORY_STRINGS:
+            _string(value, where, out)
+        elif key == "labels":
+            if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+                out.add(where, "must be an object of string values")
+        elif key == "metadata":
+            if not isinstance(value, Mapping):
+                out.add(where, "must be an object")
+        else:
+            value = _integer(value, where, out, minimum=1 if key == "top_k" else 0)
+        result[key] = value
+    return result
+
+
+_NORMALIZERS: dict[StepKind, Callable[[Mapping[str, Any], str, Violations], dict[str, Any]]] = {
+    StepKind.MODEL: _model,
+    StepKind.TOOL: _tool,
+    StepKind.MEMORY: _memory,
+}
+
+
+def normalize_params(kind: StepKind, step: Mapping[str, Any], path: str, out: Violations) -> dict[str, Any]:
+    """Checks a step's kind-specific fields (reporting into `out`) and returns their normalised form."""
+    return _NORMALIZERS[kind](step, path, out)
