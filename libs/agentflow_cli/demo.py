@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 
 import orjson
+from agentflow_runtime.settings import Settings
 
 from agentflow_cli.rest import EdgeClient, EdgeError
 from agentflow_cli.runs import run_workflow
 from agentflow_cli.supervisor import Mesh
 from agentflow_cli.tokens import dev_token
-from agentflow_runtime.settings import Settings
 
 DEMO_WORKFLOW = "demo"
 DEMO_INPUT = {"topic": "durable execution for AI agents"}

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from agentflow_runtime.certs import CLIENT_IDENTITY
 from agentflow_runtime.clients import Channels
 from agentflow_runtime.settings import Settings
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
 async def check(settings: Settings, services: list[str], timeout: float = 2.0) -> dict[str, str]:

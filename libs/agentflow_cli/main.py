@@ -8,7 +8,6 @@ import sys
 from collections.abc import Sequence
 
 import orjson
-
 from agentflow_runtime.certs import CLIENT_IDENTITY, init_dev_certs
 from agentflow_runtime.settings import SERVICES, load_settings
 
@@ -39,8 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = load_settings()
     if args.command == "serve":
-        from agentflow_cli.services import build
         from agentflow_runtime.server import serve
+
+        from agentflow_cli.services import build
 
         serve(build(args.service, settings), settings)
         return 0
@@ -74,10 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(settings: object, workflow: str, raw_input: str, token: str | None) -> int:
+    from agentflow_runtime.settings import Settings
+
     from agentflow_cli.rest import EdgeClient, EdgeError
     from agentflow_cli.runs import run_workflow
     from agentflow_cli.tokens import dev_token
-    from agentflow_runtime.settings import Settings
 
     assert isinstance(settings, Settings)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,10 +11,11 @@ import sys
 from pathlib import Path
 from typing import IO
 
-from agentflow_cli import health
-from agentflow_cli.services import START_ORDER
 from agentflow_runtime.certs import CLIENT_IDENTITY, init_dev_certs
 from agentflow_runtime.settings import SERVICES, Settings
+
+from agentflow_cli import health
+from agentflow_cli.services import START_ORDER
 
 
 class Mesh:
@@ -88,10 +90,8 @@ async def run_up(settings: Settings) -> int:
             print(f"service exited: {', '.join(dead)}; stopping the mesh", file=sys.stderr)
             mesh.down()
             return 1
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=0.5)
-        except TimeoutError:
-            pass
     mesh.down()
     print("mesh stopped")
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import jwt
-
 from agentflow_runtime.settings import Settings
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from typing import Any
 
 import grpc
-
 from agentflow.audit.v1 import audit_pb2, audit_pb2_grpc
+
 from agentflow_runtime import context
 from agentflow_runtime.protojson import struct_from_dict, timestamp, utcnow
 
@@ -71,10 +72,8 @@ class AuditSink:
     async def _run(self) -> None:
         backoff = self._interval
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=backoff)
-            except TimeoutError:
-                pass
             self._wake.clear()
             backoff = self._interval if await self.flush() else min(backoff * 2, 5.0)
 
@@ -98,10 +97,8 @@ class AuditSink:
         """Flush what is left (best effort) and stop."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         if self._stub is not None:
             await self.flush()

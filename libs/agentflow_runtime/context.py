@@ -42,7 +42,10 @@ class CallContext:
         return None if remaining is None else max(0.0, float(remaining))
 
 
-_current: contextvars.ContextVar[CallContext] = contextvars.ContextVar("af_call", default=CallContext())
+_current: contextvars.ContextVar[CallContext] = contextvars.ContextVar(
+    "af_call",
+    default=CallContext(),  # noqa: B039 - frozen, never mutated
+)
 
 
 def current() -> CallContext:

@@ -36,7 +36,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AF_", frozen=True, extra="ignore")
 
     host: str = "127.0.0.1"
-    base_port: int = Field(DEFAULT_BASE_PORT, description="gRPC port of `gateway`; the others follow in order")
+    base_port: int = Field(
+        DEFAULT_BASE_PORT, description="gRPC port of `gateway`; the others follow in order"
+    )
     ports: dict[str, int] = Field(default_factory=dict, description="explicit gRPC port per service")
     http_port: int = Field(DEFAULT_HTTP_PORT, description="REST/JSON edge port of the gateway")
     data_dir: Path = Path(".agentflow")

@@ -17,7 +17,7 @@ _configured = False
 
 def configure(service: str) -> None:
     """Install a tracer provider naming the service (spans to stderr with AF_TRACE_CONSOLE=1)."""
-    global _configured
+    global _configured  # noqa: PLW0603 - process-wide, set once
     if _configured:
         return
     provider = TracerProvider(resource=Resource.create({"service.name": f"agentflow-{service}"}))

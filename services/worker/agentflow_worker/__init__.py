@@ -1,0 +1,1 @@
+"""The worker: runs, their step journal and event stream, executed durably under a lease."""

@@ -1,0 +1,255 @@
+"""Executes one run under its lease: walks the plan graph, journals each result before it counts.
+
+Durability rules (ARCHITECTURE.md): a journaled step is never recomputed — on resume the engine starts from
+the steps without a result; every transition is written with its event in one transaction, and only while
+this worker still holds the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from agentflow_runtime import templates
+from agentflow_runtime.protojson import utcnow
+
+from agentflow_worker.calls import StepCalls, StepFailed, StepResult
+from agentflow_worker.model import (
+    Event,
+    EventType,
+    PlanStep,
+    RunRecord,
+    RunState,
+    StepState,
+    error_json,
+)
+from agentflow_worker.store import RunStore
+
+log = logging.getLogger("agentflow.worker.engine")
+
+
+class LeaseLost(Exception):
+    """Another worker holds the run now; stop without writing."""
+
+
+class RunEngine:
+    """Drives one run from its journal to a final state."""
+
+    def __init__(self, store: RunStore, calls: StepCalls, owner: str, notify: Any) -> None:
+        self.store = store
+        self.calls = calls
+        self.owner = owner
+        self._notify = notify
+        self._lock = asyncio.Lock()
+        self._seq = 0
+        self._state = RunState.PENDING
+
+    async def execute(self, run: RunRecord) -> RunState:
+        """Run to completion (or cancellation); returns the final state."""
+        self._load(run)
+        if run.state is RunState.PENDING:
+            await self._write(
+                run,
+                EventType.RUN_STARTED,
+                "",
+                {},
+                run_values={"state": RunState.RUNNING.value},
+                new_state=RunState.RUNNING,
+            )
+        outputs = {s.step_id: s.output for s in run.steps if s.state is StepState.SUCCEEDED}
+        failed = next((s for s in run.steps if s.state is StepState.FAILED), None)
+        if failed is not None:
+            return await self._finish(run, RunState.FAILED, error=failed.error)
+        try:
+            await self._walk(run, outputs)
+        except StepFailed as exc:
+            return await self._finish(run, RunState.FAILED, error=exc.error)
+        try:
+            output = self._run_output(run, outputs)
+        except templates.TemplateError as exc:
+            return await self._finish(
+                run,
+                RunState.FAILED,
+                error=error_json("INVALID_ARGUMENT", f"run output: {exc}", "OUTPUT_TEMPLATE"),
+            )
+        return await self._finish(run, RunState.SUCCEEDED, output=output)
+
+    def _load(self, run: RunRecord) -> None:
+        self._seq = run.last_seq
+        self._state = run.state
+
+    async def cancel(self, run: RunRecord, reason: str) -> RunState:
+        """Record the cancellation (steps not finished are skipped)."""
+        self._load(run)
+        return await self._finish(
+            run,
+            RunState.CANCELLED,
+            error=error_json("CANCELLED", reason or "cancelled on request", "RUN_CANCELLED"),
+        )
+
+    async def _walk(self, run: RunRecord, outputs: dict[str, Any]) -> None:
+        pending = {s.id: s for s in run.plan.steps if s.id not in outputs}
+        running: dict[asyncio.Task[StepResult], PlanStep] = {}
+        failure: StepFailed | None = None
+        while (pending or running) and failure is None:
+            for step in [s for s in pending.values() if all(n in outputs for n in s.needs)]:
+                del pending[step.id]
+                running[asyncio.create_task(self._step(run, step, outputs))] = step
+            if not running:
+                raise StepFailed(
+                    error_json("FAILED_PRECONDITION", "plan has unreachable steps", "PLAN_STUCK")
+                )
+            try:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                # Cancellation (run cancelled, lease lost, shutdown) reaches every in-flight call.
+                for task in running:
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
+                raise
+            for task in done:
+                step = running.pop(task)
+                exc = task.exception()
+                if exc is None:
+                    outputs[step.id] = task.result().output
+                elif isinstance(exc, StepFailed):
+                    failure = failure or exc
+                else:
+                    raise exc
+        if running:
+            # A sibling failed: let in-flight steps finish and journal; their results stay useful on replay.
+            results = await asyncio.gather(*running, return_exceptions=True)
+            for result in results:
+                if isinstance(result, LeaseLost | asyncio.CancelledError):
+                    raise result
+        if failure is not None:
+            raise failure
+
+    async def _step(self, run: RunRecord, step: PlanStep, outputs: dict[str, Any]) -> StepResult:
+        attempts = next((s.attempts for s in run.steps if s.step_id == step.id), 0) + 1
+        await self._write(
+            run,
+            EventType.STEP_STARTED,
+            step.id,
+            {"attempt": attempts},
+            step_values={
+                step.id: {"state": StepState.RUNNING.value, "attempts": attempts, "start_time": utcnow()}
+            },
+        )
+        try:
+            params = templates.render(step.params, _scope(run, outputs))
+            result = await self._call(run, step, params)
+        except templates.TemplateError as exc:
+            error = error_json("INVALID_ARGUMENT", f"step {step.id}: {exc}", "TEMPLATE_ERROR")
+            await self._step_failed(run, step, error)
+            raise StepFailed(error) from exc
+        except StepFailed as exc:
+            await self._step_failed(run, step, exc.error)
+            raise
+        await self._write(
+            run,
+            EventType.STEP_SUCCEEDED,
+            step.id,
+            {"output": result.output, **result.meta},
+            step_values={
+                step.id: {"state": StepState.SUCCEEDED.value, "output": result.output, "end_time": utcnow()}
+            },
+            tokens=(result.input_tokens, result.output_tokens),
+        )
+        return result
+
+    async def _call(self, run: RunRecord, step: PlanStep, params: dict[str, Any]) -> StepResult:
+        async def emit(kind: EventType, step_id: str, data: dict[str, Any]) -> None:
+            await self._write(run, kind, step_id, data)
+
+        if step.kind == "model":
+            return await self.calls.model(run, step.id, params, emit)
+        if step.kind == "tool":
+            return await self.calls.tool(run, step.id, params, emit)
+        if step.kind == "memory":
+            return await self.calls.memory(run, step.id, params, emit)
+        raise StepFailed(
+            error_json("UNIMPLEMENTED", f"step kind {step.kind!r} is not executable", "STEP_KIND")
+        )
+
+    async def _step_failed(self, run: RunRecord, step: PlanStep, error: dict[str, Any]) -> None:
+        await self._write(
+            run,
+            EventType.STEP_FAILED,
+            step.id,
+            {"error": error},
+            step_values={step.id: {"state": StepState.FAILED.value, "error": error, "end_time": utcnow()}},
+        )
+
+    async def _finish(
+        self, run: RunRecord, state: RunState, *, output: Any = None, error: dict[str, Any] | None = None
+    ) -> RunState:
+        kind = {
+            RunState.SUCCEEDED: EventType.RUN_SUCCEEDED,
+            RunState.FAILED: EventType.RUN_FAILED,
+            RunState.CANCELLED: EventType.RUN_CANCELLED,
+        }[state]
+        data: dict[str, Any] = {"output": output} if state is RunState.SUCCEEDED else {"error": error}
+        skipped = {
+            s.id: {"state": StepState.SKIPPED.value}
+            for s in run.plan.steps
+            if state is not RunState.SUCCEEDED and s.id not in _finished_steps(run)
+        }
+        await self._write(
+            run,
+            kind,
+            "",
+            data,
+            run_values={"state": state.value, "output": output, "error": error, "end_time": utcnow()},
+            step_values=skipped or None,
+            new_state=state,
+        )
+        return state
+
+    def _run_output(self, run: RunRecord, outputs: dict[str, Any]) -> Any:
+        if run.plan.output is None:
+            return dict(outputs)
+        return templates.render(run.plan.output, _scope(run, outputs))
+
+    async def _write(
+        self,
+        run: RunRecord,
+        kind: EventType,
+        step_id: str,
+        data: dict[str, Any],
+        *,
+        run_values: dict[str, Any] | None = None,
+        step_values: dict[str, dict[str, Any]] | None = None,
+        tokens: tuple[int, int] = (0, 0),
+        new_state: RunState | None = None,
+    ) -> None:
+        async with self._lock:
+            state = new_state or self._state
+            event = Event(run.run_id, self._seq + 1, kind, step_id, state, data, utcnow())
+            ok = await self.store.transition(
+                run.run_id,
+                self.owner,
+                [event],
+                run_values=run_values,
+                step_values=step_values,
+                add_tokens=tokens,
+            )
+            if not ok:
+                raise LeaseLost(run.run_id)
+            self._seq = event.seq
+            self._state = state
+            for sid, changes in (step_values or {}).items():
+                for record in run.steps:
+                    if record.step_id == sid:
+                        record.state = StepState(changes.get("state", record.state))
+                        record.attempts = changes.get("attempts", record.attempts)
+        await self._notify(run.run_id)
+
+
+def _finished_steps(run: RunRecord) -> set[str]:
+    return {s.step_id for s in run.steps if s.state in (StepState.SUCCEEDED, StepState.FAILED)}
+
+
+def _scope(run: RunRecord, outputs: dict[str, Any]) -> dict[str, Any]:
+    return {"input": run.input, "steps": {sid: {"output": out} for sid, out in outputs.items()}}

@@ -1,0 +1,116 @@
+"""Run lifecycle as domain operations: start (compile + persist + schedule), read, cancel, watch."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from agentflow_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from agentflow_runtime.protojson import utcnow
+
+from agentflow_worker.hub import EventHub
+from agentflow_worker.model import Event, Plan, RunRecord, RunState
+from agentflow_worker.scheduler import Scheduler
+from agentflow_worker.store import RunStore
+
+_RUN_NAME = re.compile(r"^runs/([A-Za-z0-9][A-Za-z0-9_-]{0,63})$")
+_WORKFLOW_NAME = re.compile(r"^workflows/[a-z0-9][a-z0-9-]{0,62}$")
+
+Compile = Callable[[str, int], Awaitable[Plan]]
+"""Asks the planner for the plan of (workflow name, version)."""
+
+
+def parse_run_name(name: str) -> str:
+    """The run id of `runs/{run}`; InvalidArgument otherwise."""
+    match = _RUN_NAME.match(name)
+    if match is None:
+        raise InvalidArgument(
+            f"{name!r} is not a run name", reason="INVALID_NAME", violations=[("name", "must be runs/{run}")]
+        )
+    return match.group(1)
+
+
+class Runs:
+    """What RunService does, without the transport."""
+
+    def __init__(self, store: RunStore, scheduler: Scheduler, hub: EventHub, compile_plan: Compile) -> None:
+        self.store = store
+        self.scheduler = scheduler
+        self.hub = hub
+        self.compile_plan = compile_plan
+
+    async def start(
+        self,
+        tenant: str,
+        workflow: str,
+        version: int,
+        run_input: dict[str, Any],
+        labels: dict[str, str],
+        request_id: str,
+    ) -> tuple[RunRecord, bool]:
+        if not _WORKFLOW_NAME.match(workflow):
+            raise InvalidArgument(
+                f"{workflow!r} is not a workflow name",
+                reason="INVALID_NAME",
+                violations=[("workflow", "must be workflows/{workflow}")],
+            )
+        if request_id:
+            existing = await self.store.find_by_request(tenant, request_id)
+            if existing is not None:
+                return existing, False
+        plan = await self.compile_plan(workflow, version)
+        run = RunRecord(
+            run_id=uuid.uuid4().hex,
+            tenant=tenant,
+            workflow=plan.workflow,
+            workflow_version=plan.workflow_version,
+            plan_hash=plan.plan_hash,
+            plan=plan,
+            state=RunState.PENDING,
+            input=run_input,
+            labels=labels,
+            create_time=utcnow(),
+        )
+        run, created = await self.store.create(run, request_id or None)
+        if created:
+            await self.scheduler.submit(run.run_id)
+        return run, created
+
+    async def get(self, tenant: str, name: str) -> RunRecord:
+        run = await self.store.get(parse_run_name(name), tenant)
+        if run is None:
+            raise NotFound(f"{name} not found", reason="RUN_NOT_FOUND", metadata={"run": name})
+        return run
+
+    async def cancel(self, tenant: str, name: str, reason: str) -> RunRecord:
+        run = await self.get(tenant, name)
+        if run.state.final:
+            raise FailedPrecondition(
+                f"{name} already finished ({run.state.value})",
+                reason="RUN_FINISHED",
+                metadata={"run": name, "state": run.state.value},
+            )
+        await self.store.request_cancel(run.run_id, reason)
+        # An unclaimed run is cancelled here and now; a running one by its lease owner's heartbeat.
+        await self.scheduler.submit(run.run_id)
+        return await self.get(tenant, name)
+
+    async def watch(self, tenant: str, name: str, after_seq: int) -> AsyncIterator[Event]:
+        run = await self.get(tenant, name)
+        if after_seq < 0:
+            raise InvalidArgument("after_seq must not be negative", violations=[("after_seq", "negative")])
+        seen = after_seq
+        while True:
+            version = self.hub.version(run.run_id)
+            batch = await self.store.events_after(run.run_id, seen)
+            for event in batch:
+                yield event
+                seen = event.seq
+            if batch:
+                continue
+            state = await self.store.run_state(run.run_id)
+            if state is None or (state[0].final and seen >= state[1]):
+                return
+            await self.hub.wait(run.run_id, version, timeout=0.5)

@@ -1,0 +1,129 @@
+"""Claims runs (new ones at once, orphaned ones by polling), heartbeats their leases, drains on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+from agentflow_runtime import logs
+
+from agentflow_worker.calls import StepCalls
+from agentflow_worker.engine import LeaseLost, RunEngine
+from agentflow_worker.model import RunState
+from agentflow_worker.store import RunStore
+
+log = logging.getLogger("agentflow.worker.scheduler")
+
+
+class Scheduler:
+    """Runs claimed runs as tasks, at most `concurrency` at once, each under a renewed lease."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        calls: StepCalls,
+        notify: Callable[[str], Awaitable[None]],
+        *,
+        lease_seconds: float = 15.0,
+        poll_seconds: float = 1.0,
+        concurrency: int = 64,
+        on_finish: Callable[[str, RunState], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.calls = calls
+        self.notify = notify
+        self.owner = f"worker-{uuid.uuid4().hex[:12]}"
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self.concurrency = concurrency
+        self.on_finish = on_finish
+        self.active: dict[str, asyncio.Task[None]] = {}
+        self._poller: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    async def stop(self) -> None:
+        """Stop claiming; cancel in-flight runs and release their leases so another worker resumes them."""
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        tasks = list(self.active.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def submit(self, run_id: str) -> bool:
+        """Try to claim and start a run now (the fast path after StartRun)."""
+        if run_id in self.active or len(self.active) >= self.concurrency:
+            return False
+        if not await self.store.claim(run_id, self.owner, self.lease_seconds):
+            return False
+        self.active[run_id] = asyncio.get_running_loop().create_task(self._execute(run_id))
+        return True
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                free = self.concurrency - len(self.active)
+                if free > 0:
+                    for run_id in await self.store.claimable(free):
+                        await self.submit(run_id)
+            except Exception:
+                log.exception("claim poll failed")
+            await asyncio.sleep(self.poll_seconds)
+
+    async def _execute(self, run_id: str) -> None:
+        token = logs.run_id_var.set(run_id)
+        engine = RunEngine(self.store, self.calls, self.owner, self.notify)
+        heartbeat: asyncio.Task[None] | None = None
+        try:
+            run = await self.store.get(run_id)
+            if run is None or run.state.final:
+                return
+            work = asyncio.current_task()
+            assert work is not None
+            cancel_seen = asyncio.Event()
+            heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(run_id, work, cancel_seen))
+            if run.cancel_requested:
+                state = await engine.cancel(run, "cancelled on request")
+            else:
+                try:
+                    state = await engine.execute(run)
+                except asyncio.CancelledError:
+                    if not cancel_seen.is_set():
+                        raise
+                    fresh = await self.store.get(run_id)
+                    assert fresh is not None
+                    state = await engine.cancel(fresh, "cancelled on request")
+            log.info("run finished", extra={"fields": {"state": state.value}})
+            if self.on_finish is not None:
+                self.on_finish(run_id, state)
+        except LeaseLost:
+            log.warning("lease lost; another worker continues the run")
+        except asyncio.CancelledError:
+            log.info("run interrupted; lease released for another worker")
+        except Exception:
+            log.exception("run execution crashed; lease released for another worker")
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+            await asyncio.shield(self.store.release(run_id, self.owner))
+            self.active.pop(run_id, None)
+            logs.run_id_var.reset(token)
+
+    async def _heartbeat(self, run_id: str, work: asyncio.Task[None], cancel_seen: asyncio.Event) -> None:
+        while True:
+            await asyncio.sleep(min(self.lease_seconds / 3, 1.0))
+            ours, cancel = await self.store.renew(run_id, self.owner, self.lease_seconds)
+            if not ours:
+                work.cancel()
+                return
+            if cancel and not cancel_seen.is_set():
+                cancel_seen.set()
+                work.cancel()
+                return

@@ -1,0 +1,303 @@
+"""SQL for runs, the step journal and events. Each state change is one transaction with its event."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from agentflow_runtime.db import Database
+from agentflow_runtime.protojson import utcnow
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from agentflow_worker.model import (
+    Event,
+    EventType,
+    Plan,
+    RunRecord,
+    RunState,
+    StepRecord,
+    StepState,
+)
+from agentflow_worker.tables import events, runs, steps
+
+
+class RunStore:
+    """The worker's persistence. Only the lease owner writes a run's steps and events."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- runs -------------------------------------------------------------------------------
+    async def create(self, run: RunRecord, request_id: str | None) -> tuple[RunRecord, bool]:
+        """Insert a run with its pending steps and RUN_CREATED event; (existing, False) on a repeated request."""
+        created = Event(run.run_id, 1, EventType.RUN_CREATED, "", RunState.PENDING, {}, run.create_time)
+        try:
+            async with self.db.begin() as conn:
+                await conn.execute(
+                    runs.insert().values(
+                        run_id=run.run_id,
+                        tenant=run.tenant,
+                        workflow=run.workflow,
+                        workflow_version=run.workflow_version,
+                        plan_hash=run.plan_hash,
+                        plan=run.plan.to_json(),
+                        state=run.state.value,
+                        input=run.input,
+                        labels=run.labels,
+                        request_id=request_id,
+                        input_tokens=0,
+                        output_tokens=0,
+                        last_seq=1,
+                        cancel_requested=False,
+                        create_time=run.create_time,
+                    )
+                )
+                await conn.execute(
+                    steps.insert(),
+                    [
+                        {
+                            "run_id": run.run_id,
+                            "step_id": s.id,
+                            "position": i,
+                            "kind": s.kind,
+                            "state": StepState.PENDING.value,
+                            "attempts": 0,
+                        }
+                        for i, s in enumerate(run.plan.steps)
+                    ],
+                )
+                await _insert_events(conn, [created])
+        except IntegrityError:
+            if request_id is None:
+                raise
+            existing = await self.find_by_request(run.tenant, request_id)
+            if existing is None:
+                raise
+            return existing, False
+        run.last_seq = 1
+        run.steps = [StepRecord(s.id, s.kind, StepState.PENDING) for s in run.plan.steps]
+        return run, True
+
+    async def find_by_request(self, tenant: str, request_id: str) -> RunRecord | None:
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(runs).where(runs.c.tenant == tenant, runs.c.request_id == request_id)
+                )
+            ).first()
+            return None if row is None else await _with_steps(conn, _run(row._mapping))
+
+    async def get(self, run_id: str, tenant: str | None = None) -> RunRecord | None:
+        """A run with its steps; None when missing or of another tenant."""
+        query = select(runs).where(runs.c.run_id == run_id)
+        if tenant is not None:
+            query = query.where(runs.c.tenant == tenant)
+        async with self.db.connect() as conn:
+            row = (await conn.execute(query)).first()
+            return None if row is None else await _with_steps(conn, _run(row._mapping))
+
+    async def list_runs(self, tenant: str, offset: int, limit: int, workflow: str = "") -> list[RunRecord]:
+        query = select(runs).where(runs.c.tenant == tenant)
+        if workflow:
+            query = query.where(runs.c.workflow == workflow)
+        query = query.order_by(runs.c.create_time.desc(), runs.c.run_id.desc()).offset(offset).limit(limit)
+        async with self.db.connect() as conn:
+            return [_run(r._mapping) for r in (await conn.execute(query)).all()]
+
+    # -- leases -----------------------------------------------------------------------------
+    async def claimable(self, limit: int) -> list[str]:
+        """Runs nobody holds: pending, or running under an expired lease (a crashed worker's)."""
+        now = utcnow()
+        query = (
+            select(runs.c.run_id)
+            .where(
+                runs.c.state.in_([RunState.PENDING.value, RunState.RUNNING.value]),
+                or_(runs.c.lease_expires.is_(None), runs.c.lease_expires < now),
+            )
+            .order_by(runs.c.create_time)
+            .limit(limit)
+        )
+        async with self.db.connect() as conn:
+            return [r.run_id for r in (await conn.execute(query)).all()]
+
+    async def claim(self, run_id: str, owner: str, ttl: float) -> bool:
+        """Take the lease if nobody holds it (one UPDATE: atomic on SQLite and PostgreSQL)."""
+        now = utcnow()
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                update(runs)
+                .where(
+                    runs.c.run_id == run_id,
+                    runs.c.state.in_([RunState.PENDING.value, RunState.RUNNING.value]),
+                    or_(runs.c.lease_expires.is_(None), runs.c.lease_expires < now),
+                )
+                .values(lease_owner=owner, lease_expires=now + timedelta(seconds=ttl))
+            )
+            return bool(result.rowcount == 1)
+
+    async def renew(self, run_id: str, owner: str, ttl: float) -> tuple[bool, bool]:
+        """Extend the lease; (still ours, cancel requested)."""
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id, runs.c.lease_owner == owner)
+                .values(lease_expires=utcnow() + timedelta(seconds=ttl))
+                .returning(runs.c.cancel_requested)
+            )
+            row = result.first()
+            return (row is not None, bool(row and row.cancel_requested))
+
+    async def request_cancel(self, run_id: str, reason: str) -> None:
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id)
+                .values(cancel_requested=True, cancel_reason=reason)
+            )
+
+    # -- transitions (lease owner only) ------------------------------------------------------
+    async def transition(
+        self,
+        run_id: str,
+        owner: str,
+        new_events: Sequence[Event],
+        *,
+        run_values: dict[str, Any] | None = None,
+        step_values: dict[str, dict[str, Any]] | None = None,
+        add_tokens: tuple[int, int] = (0, 0),
+    ) -> bool:
+        """Write events and the changes they record in one transaction; False if the lease is lost."""
+        async with self.db.begin() as conn:
+            values: dict[str, Any] = dict(run_values or {})
+            if new_events:
+                values["last_seq"] = new_events[-1].seq
+            if add_tokens != (0, 0):
+                values["input_tokens"] = runs.c.input_tokens + add_tokens[0]
+                values["output_tokens"] = runs.c.output_tokens + add_tokens[1]
+            result = await conn.execute(
+                update(runs).where(runs.c.run_id == run_id, runs.c.lease_owner == owner).values(**values)
+            )
+            if result.rowcount != 1:
+                return False
+            for step_id, changes in (step_values or {}).items():
+                await conn.execute(
+                    update(steps)
+                    .where(steps.c.run_id == run_id, steps.c.step_id == step_id)
+                    .values(**changes)
+                )
+            if new_events:
+                await _insert_events(conn, new_events)
+            return True
+
+    async def release(self, run_id: str, owner: str) -> None:
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id, runs.c.lease_owner == owner)
+                .values(lease_owner=None, lease_expires=None)
+            )
+
+    # -- events -----------------------------------------------------------------------------
+    async def events_after(self, run_id: str, after_seq: int, limit: int = 500) -> list[Event]:
+        query = (
+            select(events)
+            .where(and_(events.c.run_id == run_id, events.c.seq > after_seq))
+            .order_by(events.c.seq)
+            .limit(limit)
+        )
+        async with self.db.connect() as conn:
+            return [_event(r._mapping) for r in (await conn.execute(query)).all()]
+
+    async def run_state(self, run_id: str) -> tuple[RunState, int] | None:
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(select(runs.c.state, runs.c.last_seq).where(runs.c.run_id == run_id))
+            ).first()
+            return None if row is None else (RunState(row.state), int(row.last_seq))
+
+    async def count_runs(self, tenant: str) -> int:
+        async with self.db.connect() as conn:
+            value = await conn.scalar(select(func.count()).select_from(runs).where(runs.c.tenant == tenant))
+            return int(value or 0)
+
+
+async def _insert_events(conn: AsyncConnection, batch: Sequence[Event]) -> None:
+    await conn.execute(
+        events.insert(),
+        [
+            {
+                "run_id": e.run_id,
+                "seq": e.seq,
+                "type": e.type.value,
+                "step_id": e.step_id,
+                "run_state": e.run_state.value,
+                "data": e.data,
+                "create_time": e.create_time,
+            }
+            for e in batch
+        ],
+    )
+
+
+async def _with_steps(conn: AsyncConnection, run: RunRecord) -> RunRecord:
+    rows = (
+        await conn.execute(select(steps).where(steps.c.run_id == run.run_id).order_by(steps.c.position))
+    ).all()
+    run.steps = [
+        StepRecord(
+            step_id=r.step_id,
+            kind=r.kind,
+            state=StepState(r.state),
+            output=r.output,
+            error=r.error,
+            attempts=r.attempts,
+            start_time=_aware(r.start_time),
+            end_time=_aware(r.end_time),
+        )
+        for r in rows
+    ]
+    return run
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; every time we store is UTC."""
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _run(row: Any) -> RunRecord:
+    return RunRecord(
+        run_id=row["run_id"],
+        tenant=row["tenant"],
+        workflow=row["workflow"],
+        workflow_version=row["workflow_version"],
+        plan_hash=row["plan_hash"],
+        plan=Plan.from_json(row["plan"]),
+        state=RunState(row["state"]),
+        input=row["input"] or {},
+        labels=row["labels"] or {},
+        create_time=_aware(row["create_time"]) or utcnow(),
+        output=row["output"],
+        error=row["error"],
+        input_tokens=int(row["input_tokens"] or 0),
+        output_tokens=int(row["output_tokens"] or 0),
+        last_seq=int(row["last_seq"] or 0),
+        cancel_requested=bool(row["cancel_requested"]),
+        end_time=_aware(row["end_time"]),
+    )
+
+
+def _event(row: Any) -> Event:
+    return Event(
+        run_id=row["run_id"],
+        seq=int(row["seq"]),
+        type=EventType(row["type"]),
+        step_id=row["step_id"] or "",
+        run_state=RunState(row["run_state"]),
+        data=row["data"] or {},
+        create_time=_aware(row["create_time"]) or utcnow(),
+    )
