@@ -32,6 +32,10 @@ class Backends:
         self._raw_unary: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
         self._raw_stream: dict[str, grpc.aio.UnaryStreamMultiCallable[bytes, bytes]] = {}
 
+    def channel(self, method: Method) -> grpc.aio.Channel:
+        """The channel to the service that owns `method`."""
+        return self._channels.get(method.mesh_service)
+
     def unary(self, method: Method) -> grpc.aio.UnaryUnaryMultiCallable[Any, Any]:
         callable_ = self._unary.get(method.grpc_path)
         if callable_ is None:
