@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, Protocol
 
 from agentflow_tool_sandbox.events import Event
@@ -18,6 +18,6 @@ class Runner(Protocol):
 
     def execute(
         self, spec: ProcessSpec, limits: Limits, arguments: Mapping[str, Any]
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Run `spec` with `arguments` as JSON on stdin, within `limits`."""
         ...

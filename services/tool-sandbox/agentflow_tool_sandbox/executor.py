@@ -15,7 +15,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,11 @@ class ProcessRunner:
 
     async def execute(
         self, spec: ProcessSpec, limits: Limits, arguments: Mapping[str, Any]
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Run `spec`; see `Runner.execute`."""
         limits = limits.with_defaults()
         self.config.scratch_root.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix="call-", dir=self.config.scratch_root))
+        scratch = Path(tempfile.mkdtemp(prefix="call-", dir=self.config.scratch_root.resolve()))
         env = {"PATH": BASE_PATH, "HOME": str(scratch), "LANG": "C.UTF-8", **spec.env}
         preexec = rlimits.applier(
             rlimits.plan(
@@ -75,8 +76,9 @@ class ProcessRunner:
             return
         run = _Run(popen, scratch, limits)
         try:
-            async for event in run.stream(_payload(arguments)):
-                yield event
+            async with aclosing(run.stream(_payload(arguments))) as events:
+                async for event in events:
+                    yield event
         finally:
             run.stop()
             cleanup = run.cleanup_task()
@@ -102,7 +104,7 @@ class _Run:
         self.exit_task = self.loop.create_task(self._watch_exit())
         self._cleanup: asyncio.Task[tuple[int, Usage]] | None = None
 
-    async def stream(self, payload: bytes) -> AsyncIterator[Event]:
+    async def stream(self, payload: bytes) -> AsyncGenerator[Event, None]:
         assert self.popen.stdin is not None and self.popen.stdout is not None
         assert self.popen.stderr is not None
         stdin = os.dup(self.popen.stdin.fileno())

@@ -1,0 +1,52 @@
+"""The tool-sandbox service: its database, the tool catalog, the process backend and ToolService."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from agentflow.tools.v1 import tools_pb2, tools_pb2_grpc
+from agentflow_runtime.db import Database
+from agentflow_runtime.server import Runtime
+from agentflow_runtime.settings import Settings
+
+from agentflow_tool_sandbox.catalog import load_catalog
+from agentflow_tool_sandbox.executions import Executions
+from agentflow_tool_sandbox.executor import ProcessBackendConfig, ProcessRunner
+from agentflow_tool_sandbox.registry import Registry
+from agentflow_tool_sandbox.servicer import ToolServicer
+from agentflow_tool_sandbox.store import ExecutionStore, ToolStore, metadata
+
+log = logging.getLogger("agentflow.tool_sandbox")
+
+SERVICE_NAMES = (tools_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name,)
+
+
+class ToolSandboxService:
+    """Serves ToolService; loads `catalog/tools/*.yaml` at start (an invalid catalog stops the start)."""
+
+    name = "tool-sandbox"
+    service_names = SERVICE_NAMES
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._db = Database.for_service(settings, self.name)
+
+    async def start(self, server: grpc.aio.Server, runtime: Runtime) -> None:
+        catalog = load_catalog(self._settings.catalog_dir / "tools")
+        log.info("loaded tool catalog", extra={"fields": {"tools": [t.tool_id for t in catalog]}})
+        await self._db.create_all(metadata)
+        runner = ProcessRunner(ProcessBackendConfig(scratch_root=self._settings.data_dir / "tool-scratch"))
+        registry = Registry(ToolStore(self._db.engine), catalog)
+        executions = Executions(runner, ExecutionStore(self._db.engine))
+        tools_pb2_grpc.add_ToolServiceServicer_to_server(
+            ToolServicer(registry, executions, runtime.audit), server
+        )
+
+    async def stop(self) -> None:
+        await self._db.dispose()
+
+
+def build(settings: Settings) -> ToolSandboxService:
+    """The tool sandbox for `af serve tool-sandbox`."""
+    return ToolSandboxService(settings)

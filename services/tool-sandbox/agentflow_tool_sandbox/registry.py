@@ -1,0 +1,71 @@
+"""The tool registry: catalog tools (global, read-only) over API-registered tools (per tenant)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from agentflow_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+from agentflow_tool_sandbox.spec import ORIGIN_API, ToolSpec
+from agentflow_tool_sandbox.store import ToolStore
+from agentflow_tool_sandbox.validation import validate_tool
+
+
+class Registry:
+    """Finds, lists, registers and removes tools; catalog tools win over a tenant's tool of the same id."""
+
+    def __init__(
+        self, store: ToolStore, catalog: Sequence[ToolSpec], *, loaded: datetime | None = None
+    ) -> None:
+        loaded = loaded or datetime.now(UTC)
+        self.store = store
+        self.catalog = {t.tool_id: replace(t, create_time=t.create_time or loaded) for t in catalog}
+        self._catalog_sorted = sorted(self.catalog.values(), key=lambda t: t.tool_id)
+
+    async def create(self, tenant: str, tool: ToolSpec) -> ToolSpec:
+        """Register `tool` for `tenant`; InvalidArgument lists every problem, AlreadyExists on a taken id."""
+        problems = validate_tool(tool, prefix="tool.")
+        if problems:
+            raise InvalidArgument("the tool is not valid", violations=problems)
+        if tool.tool_id in self.catalog:
+            raise AlreadyExists(
+                f"tools/{tool.tool_id} is a catalog tool",
+                reason="TOOL_EXISTS",
+                metadata={"tool": tool.tool_id, "origin": "catalog"},
+            )
+        stored = replace(tool, origin=ORIGIN_API, create_time=datetime.now(UTC))
+        if not await self.store.insert(tenant, stored):
+            raise AlreadyExists(
+                f"tools/{tool.tool_id} already exists", reason="TOOL_EXISTS", metadata={"tool": tool.tool_id}
+            )
+        return stored
+
+    async def get(self, tenant: str, tool_id: str) -> ToolSpec:
+        """The tool `tool_id` as `tenant` sees it; NotFound otherwise."""
+        tool = self.catalog.get(tool_id) or await self.store.get(tenant, tool_id)
+        if tool is None:
+            raise NotFound(f"tools/{tool_id} not found", reason="TOOL_NOT_FOUND", metadata={"tool": tool_id})
+        return tool
+
+    async def list(self, tenant: str, offset: int, page_size: int) -> tuple[list[ToolSpec], int | None]:
+        """One page of the tools `tenant` sees, in name order, and the offset of the next page (if any)."""
+        end = offset + page_size
+        registered = await self.store.first(tenant, end + 1)
+        merged = sorted(
+            [*self._catalog_sorted, *(t for t in registered if t.tool_id not in self.catalog)],
+            key=lambda t: t.tool_id,
+        )
+        return merged[offset:end], (end if len(merged) > end else None)
+
+    async def delete(self, tenant: str, tool_id: str) -> None:
+        """Remove a tool registered through the API; catalog tools cannot be removed."""
+        if tool_id in self.catalog:
+            raise FailedPrecondition(
+                f"tools/{tool_id} comes from the catalog and cannot be deleted",
+                reason="CATALOG_TOOL",
+                metadata={"tool": tool_id},
+            )
+        if not await self.store.delete(tenant, tool_id):
+            raise NotFound(f"tools/{tool_id} not found", reason="TOOL_NOT_FOUND", metadata={"tool": tool_id})

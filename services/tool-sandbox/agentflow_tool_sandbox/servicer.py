@@ -1,0 +1,115 @@
+"""ToolService over gRPC: translates messages and delegates to the registry and executions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import grpc
+from agentflow.tools.v1 import tools_pb2, tools_pb2_grpc
+from agentflow_runtime import context
+from agentflow_runtime.audit import AuditSink
+from agentflow_runtime.errors import InvalidArgument
+from agentflow_runtime.pagination import clamp_page_size, decode_token, encode_token
+from agentflow_runtime.protojson import dict_from_struct
+from google.protobuf import empty_pb2
+
+from agentflow_tool_sandbox import convert
+from agentflow_tool_sandbox.arguments import args_digest, validate_arguments
+from agentflow_tool_sandbox.events import Result
+from agentflow_tool_sandbox.executions import Executions
+from agentflow_tool_sandbox.registry import Registry
+from agentflow_tool_sandbox.spec import tool_id_from_name
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+MAX_IDEMPOTENCY_KEY = 256
+
+
+class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
+    """The ToolService implementation."""
+
+    def __init__(self, registry: Registry, executions: Executions, audit: AuditSink) -> None:
+        self.registry = registry
+        self.executions = executions
+        self.audit = audit
+
+    async def CreateTool(self, request: tools_pb2.CreateToolRequest, ctx: Ctx) -> tools_pb2.Tool:
+        tool = convert.tool_from_proto(request.tool_id, request.tool)
+        created = await self.registry.create(context.current().tenant, tool)
+        return convert.tool_to_proto(created)
+
+    async def GetTool(self, request: tools_pb2.GetToolRequest, ctx: Ctx) -> tools_pb2.Tool:
+        tool = await self.registry.get(context.current().tenant, _tool_id(request.name))
+        return convert.tool_to_proto(tool)
+
+    async def ListTools(self, request: tools_pb2.ListToolsRequest, ctx: Ctx) -> tools_pb2.ListToolsResponse:
+        offset = decode_token(request.page_token)
+        size = clamp_page_size(request.page_size)
+        page, next_offset = await self.registry.list(context.current().tenant, offset, size)
+        return tools_pb2.ListToolsResponse(
+            tools=[convert.tool_to_proto(t) for t in page],
+            next_page_token="" if next_offset is None else encode_token(next_offset),
+        )
+
+    async def DeleteTool(self, request: tools_pb2.DeleteToolRequest, ctx: Ctx) -> empty_pb2.Empty:
+        await self.registry.delete(context.current().tenant, _tool_id(request.name))
+        return empty_pb2.Empty()
+
+    async def ExecuteTool(
+        self, request: tools_pb2.ExecuteToolRequest, ctx: Ctx
+    ) -> AsyncIterator[tools_pb2.ExecuteToolResponse]:
+        tenant = context.current().tenant
+        tool = await self.registry.get(tenant, _tool_id(request.name))
+        arguments = dict_from_struct(request.arguments)
+        problems = validate_arguments(tool.input_schema, arguments)
+        if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY:
+            problems.append(("idempotency_key", f"at most {MAX_IDEMPOTENCY_KEY} characters"))
+        if problems:
+            raise InvalidArgument("the arguments do not match the tool's input schema", violations=problems)
+        result: Result | None = None
+        ended = "cancelled"
+        try:
+            events = self.executions.execute(tenant, tool, arguments, request.idempotency_key)
+            async with aclosing(events):
+                async for event in events:
+                    if isinstance(event, Result):
+                        result = event
+                    yield convert.event_to_proto(event)
+        except Exception:
+            ended = "error"
+            raise
+        finally:
+            self._audit(request, tool.name, args_digest(arguments), result, ended)
+
+    def _audit(
+        self,
+        request: tools_pb2.ExecuteToolRequest,
+        resource: str,
+        digest: str,
+        result: Result | None,
+        ended: str,
+    ) -> None:
+        """One `tool.execute` event: `ok`/`failed` by the result, else `cancelled` or `error`."""
+        details: dict[str, Any] = {"run": request.run, "step_id": request.step_id, "args_digest": digest}
+        if result is None:
+            outcome = ended
+        else:
+            outcome = "ok" if result.succeeded else "failed"
+            details.update(
+                exit_code=result.exit_code,
+                timed_out=result.timed_out,
+                truncated=result.truncated,
+                cpu_seconds=result.usage.cpu_seconds,
+                wall_seconds=result.usage.wall_seconds,
+                replayed=result.replayed,
+            )
+        self.audit.record("tool.execute", resource, outcome, details=details)
+
+
+def _tool_id(name: str) -> str:
+    tool_id = tool_id_from_name(name)
+    if tool_id is None:
+        raise InvalidArgument(f"{name!r} is not a tool name", violations=[("name", "must be tools/{tool}")])
+    return tool_id
