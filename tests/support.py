@@ -1,0 +1,114 @@
+"""Helpers shared by the integration and e2e tests: free ports, PostgreSQL databases, a running mesh."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from agentflow_cli.supervisor import Mesh
+from agentflow_runtime.settings import SERVICES, Settings
+
+PG_ADMIN_DSN = os.environ.get("AF_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_base_port() -> tuple[int, int]:
+    """A base gRPC port whose service, metrics and HTTP ports are all free."""
+    for _ in range(200):
+        base = random.randrange(20000, 40000, 10)
+        ports = [base + i for i in range(len(SERVICES))]
+        ports += [p + 1000 for p in ports] + [base + 9]
+        if all(_free(p) for p in ports):
+            return base, base + 9
+    raise RuntimeError("no free port range")
+
+
+def postgres_available() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_postgres() -> None:
+    """Skip without PostgreSQL, except under CI where its absence is a failure."""
+    if postgres_available():
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail("PostgreSQL on 127.0.0.1:5432 is required under CI")
+    pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh database for one test session, dropped afterwards; yields its SQLAlchemy URL."""
+    import asyncpg
+
+    name = f"af_test_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def mesh_settings(data_dir: Path, database_url: str | None = None) -> tuple[Settings, dict[str, str]]:
+    """Settings for a test mesh, and the environment that gives the same settings to its processes."""
+    base, http = free_base_port()
+    env = {
+        "AF_BASE_PORT": str(base),
+        "AF_HTTP_PORT": str(http),
+        "AF_DATA_DIR": str(data_dir),
+        "AF_CATALOG_DIR": str(REPO / "catalog"),
+        "AF_LOG_LEVEL": "INFO",
+        "AF_DRAIN_SECONDS": "2",
+    }
+    if database_url:
+        env["AF_DATABASE_URL"] = database_url
+    for key, value in env.items():
+        os.environ[key] = value
+    try:
+        settings = Settings()
+    finally:
+        for key in env:
+            os.environ.pop(key, None)
+    return settings, env
+
+
+@contextmanager
+def running_mesh(data_dir: Path, database_url: str | None = None) -> Iterator[tuple[Settings, Mesh]]:
+    """Start all seven services as real processes with mTLS; stop them afterwards."""
+    settings, env = mesh_settings(data_dir, database_url)
+    mesh = Mesh(settings, env=env)
+    asyncio.run(mesh.up(timeout=120))
+    try:
+        yield settings, mesh
+    finally:
+        mesh.down()
