@@ -1,0 +1,191 @@
+"""The model-gateway's use cases: route, call the provider, price the usage, keep the ledger."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agentflow_runtime.db import Database
+from agentflow_runtime.errors import InvalidArgument
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from . import store
+from .config import ModelConfig
+from .providers.base import ROLES, ChatMessage, CompletionRequest, Embeddings, Usage
+from .routing import Router
+
+__all__ = ["CallInfo", "CompleteResult", "ModelGateway", "StreamEvent"]
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """Who is calling and for what: the ledger's attribution and the idempotency key."""
+
+    tenant: str
+    run: str = ""
+    step_id: str = ""
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True)
+class CompleteResult:
+    """A priced answer; `replayed` when it was recorded by an earlier call with the same key."""
+
+    model: str
+    text: str
+    finish_reason: str
+    usage: Usage
+    cost_usd: float
+    replayed: bool = False
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "input_tokens": self.usage.input_tokens,
+            "output_tokens": self.usage.output_tokens,
+            "cost_usd": self.cost_usd,
+        }
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any], *, replayed: bool) -> CompleteResult:
+        usage = Usage(int(data["input_tokens"]), int(data["output_tokens"]))
+        return cls(
+            data["model"], data["text"], data["finish_reason"], usage, float(data["cost_usd"]), replayed
+        )
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """A text delta; the last event carries `finish_reason`, `usage` and `cost_usd`."""
+
+    delta: str
+    finish_reason: str = ""
+    usage: Usage | None = None
+    cost_usd: float = 0.0
+
+
+def _check_messages(messages: Sequence[ChatMessage]) -> None:
+    if not messages:
+        raise InvalidArgument("messages must not be empty", violations=[("messages", "at least one message")])
+    bad = [
+        (f"messages[{i}].role", f"must be one of {', '.join(ROLES)}")
+        for i, message in enumerate(messages)
+        if message.role not in ROLES
+    ]
+    if bad:
+        raise InvalidArgument("a message has no valid role", violations=bad)
+
+
+def _name(model: ModelConfig) -> str:
+    return f"models/{model.alias}"
+
+
+class ModelGateway:
+    """See the module docstring."""
+
+    def __init__(self, router: Router, db: Database) -> None:
+        self._router = router
+        self._db = db
+
+    @property
+    def models(self) -> list[ModelConfig]:
+        return self._router.models
+
+    async def complete(
+        self,
+        model_name: str,
+        messages: Sequence[ChatMessage],
+        call: CallInfo,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> CompleteResult:
+        """Completes a conversation; a repeated idempotency key returns the recorded result."""
+        model, provider = self._router.resolve(model_name)
+        _check_messages(messages)
+        if call.idempotency_key:
+            async with self._db.connect() as conn:
+                recorded = await store.find_by_key(conn, call.tenant, call.idempotency_key)
+            if recorded is not None:
+                return CompleteResult.from_record(recorded, replayed=True)
+        request = CompletionRequest(model.provider_model, list(messages), max_tokens, temperature)
+        completion = await provider.complete(request)
+        result = CompleteResult(
+            _name(model),
+            completion.text,
+            completion.finish_reason,
+            completion.usage,
+            model.cost_usd(completion.usage),
+        )
+        async with self._db.begin() as conn:
+            if await self._record(conn, model, "complete", result.usage, call, result.to_record()):
+                return result
+            # Another call with the same key recorded first: answer as it did.
+            recorded = await store.find_by_key(conn, call.tenant, call.idempotency_key)
+        return CompleteResult.from_record(recorded or result.to_record(), replayed=True)
+
+    async def stream(
+        self,
+        model_name: str,
+        messages: Sequence[ChatMessage],
+        call: CallInfo,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Streams an answer; its usage is recorded when the provider finishes."""
+        model, provider = self._router.resolve(model_name)
+        _check_messages(messages)
+        request = CompletionRequest(model.provider_model, list(messages), max_tokens, temperature)
+        async for delta in provider.stream(request):
+            if delta.usage is None:
+                if delta.text:
+                    yield StreamEvent(delta.text)
+                continue
+            cost = model.cost_usd(delta.usage)
+            async with self._db.begin() as conn:
+                await self._record(
+                    conn, model, "stream", delta.usage, CallInfo(call.tenant, call.run, call.step_id)
+                )
+            yield StreamEvent(delta.text, delta.finish_reason or "stop", delta.usage, cost)
+            return
+
+    async def embed(self, model_name: str, texts: Sequence[str], call: CallInfo) -> Embeddings:
+        """One vector per text, in order."""
+        model, provider = self._router.resolve(model_name)
+        if not texts:
+            raise InvalidArgument("texts must not be empty", violations=[("texts", "at least one text")])
+        embeddings = await provider.embed(model.provider_model, list(texts))
+        async with self._db.begin() as conn:
+            await self._record(
+                conn, model, "embed", embeddings.usage, CallInfo(call.tenant, call.run, call.step_id)
+            )
+        return embeddings
+
+    @staticmethod
+    async def _record(
+        conn: AsyncConnection,
+        model: ModelConfig,
+        operation: str,
+        usage: Usage,
+        call: CallInfo,
+        response: dict[str, Any] | None = None,
+    ) -> bool:
+        return await store.record_usage(
+            conn,
+            store.UsageRecord(
+                tenant=call.tenant,
+                model=model.alias,
+                operation=operation,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cost_usd=model.cost_usd(usage),
+                run=call.run,
+                step_id=call.step_id,
+                idempotency_key=call.idempotency_key,
+                response=response,
+            ),
+        )
