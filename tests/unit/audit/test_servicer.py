@@ -6,8 +6,9 @@ from agentflow.audit.v1 import audit_pb2
 from agentflow_audit.ledger import AuditLog
 from agentflow_audit.servicer import AuditIngestServicer, AuditServicer
 from agentflow_audit.store import AuditStore
-from agentflow_runtime import context
+from agentflow_runtime import context, hashchain
 from agentflow_runtime.protojson import struct_from_dict
+from google.protobuf import json_format
 
 NO_CONTEXT: Any = None
 
@@ -53,3 +54,15 @@ async def test_append_list_verify_over_the_servicers(store: AuditStore) -> None:
     with context.bound(context.CallContext(tenant="acme", role="admin", caller="gateway")):
         everything = await reader.ListAuditEvents(audit_pb2.ListAuditEventsRequest(), NO_CONTEXT)
     assert len(everything.audit_events) == 3
+
+
+async def test_protobuf_json_export_verifies_offline(store: AuditStore) -> None:
+    log = AuditLog(store)
+    request = audit_pb2.AppendAuditEventsRequest(audit_events=[event(n) for n in range(1, 5)])
+    with context.bound(context.CallContext(tenant="acme", role="admin", caller="worker")):
+        await AuditIngestServicer(log).AppendAuditEvents(request, NO_CONTEXT)
+        listed = await AuditServicer(log).ListAuditEvents(audit_pb2.ListAuditEventsRequest(), NO_CONTEXT)
+    exported = [json_format.MessageToDict(e) for e in listed.audit_events]
+    assert hashchain.verify(exported).valid
+    exported[2]["details"]["n"] = 7
+    assert hashchain.verify(exported).first_invalid_seq == 3
