@@ -64,8 +64,9 @@ class GatewayApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        raw_path = scope.get("raw_path")
-        path = raw_path.decode("latin-1") if raw_path else scope["path"]
+        raw_path: bytes | None = scope.get("raw_path")
+        # Some ASGI clients (httpx's transport) leave the query string in raw_path; uvicorn does not.
+        path = raw_path.partition(b"?")[0].decode("latin-1") if raw_path else scope["path"]
         if path == "/healthz":
             await _send_body(send, 200, _HEALTH_BODY, (_JSON,))
             return

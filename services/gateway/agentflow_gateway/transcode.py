@@ -47,6 +47,7 @@ _STRING_LIKE = frozenset(
 )
 _FIELD_CACHE: dict[str, dict[str, _Field]] = {}
 _UNKNOWN_FIELD = re.compile(r'has no field named "([^"]+)" at "([^"]*)"')
+_FAILED_FIELD = re.compile(r"Failed to parse (\w+) field: ")
 _AT_PATH = re.compile(r" at ([A-Za-z_][\w.\[\]]*?)\.*$")
 
 
@@ -219,6 +220,7 @@ def _violation_field(text: str) -> str:
         where = unknown.group(2).partition(".")[2]
         return f"{where}.{unknown.group(1)}" if where else unknown.group(1)
     located = _AT_PATH.search(text)
-    if located is not None:
-        return located.group(1).partition(".")[2] or "body"
-    return "body"
+    if located is not None and "." in located.group(1):
+        return located.group(1).partition(".")[2]
+    nested = _FAILED_FIELD.findall(text)
+    return ".".join(nested) if nested else "body"
