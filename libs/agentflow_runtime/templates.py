@@ -213,8 +213,11 @@ class _Parser:
                 parts.append(self.name())
             elif char == "[":
                 self.pos += 1
+                self.skip()
+                start = self.pos
                 key = self.literal()
                 if isinstance(key, bool) or not isinstance(key, int | str):
+                    self.pos = start
                     raise self.error("an index must be an integer or a string")
                 parts.append(key)
                 self.expect("]")

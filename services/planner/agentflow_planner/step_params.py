@@ -7,9 +7,10 @@ model   `model` (alias, default "local"); exactly one of `prompt` (template) or 
 tool    `tool` (registered tool name), optional `arguments` (object; values may be templates).
         Normalised to `{tool, arguments}`.
 memory  `op`: put | query | get | erase, then per op:
-        put `text`, optional `id`, `subject`, `namespace`, `labels`, `ttl_seconds`, `metadata`;
+        put `text`, optional `memory_id`, `subject`, `namespace`, `labels`, `ttl_seconds`, `metadata`;
         query `text`, optional `subject`, `namespace`, `labels`, `top_k`;
-        get `id`; erase `subject`. Normalised to `op` plus the fields given.
+        get `memory_id`; erase `subject`. Normalised to `op` plus the fields given.
+        (`memory_id` names the memory, `memories/{memory_id}`; the step's own `id` is its step id.)
 
 Integer parameters accept a whole `{{ ... }}` template in place of a number.
 """
@@ -32,13 +33,13 @@ _MEMORY_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # op: (required, optional)
     "put": (
         frozenset({"text"}),
-        frozenset({"id", "subject", "namespace", "labels", "ttl_seconds", "metadata"}),
+        frozenset({"memory_id", "subject", "namespace", "labels", "ttl_seconds", "metadata"}),
     ),
     "query": (frozenset({"text"}), frozenset({"subject", "namespace", "labels", "top_k"})),
-    "get": (frozenset({"id"}), frozenset()),
+    "get": (frozenset({"memory_id"}), frozenset()),
     "erase": (frozenset({"subject"}), frozenset()),
 }
-_MEMORY_STRINGS = ("text", "id", "subject", "namespace")
+_MEMORY_STRINGS = ("text", "memory_id", "subject", "namespace")
 
 
 class StepKind(StrEnum):

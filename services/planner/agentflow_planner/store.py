@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from agentflow_runtime.errors import AlreadyExists, NotFound
@@ -61,6 +61,11 @@ class StoredWorkflow:
     update_time: datetime
 
 
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every time stored here is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def _row(row: Any) -> StoredWorkflow:
     return StoredWorkflow(
         tenant=row.tenant,
@@ -71,8 +76,8 @@ def _row(row: Any) -> StoredWorkflow:
         definition=row.definition,
         plan=row.plan,
         plan_hash=row.plan_hash,
-        create_time=row.create_time,
-        update_time=row.update_time,
+        create_time=_aware(row.create_time),
+        update_time=_aware(row.update_time),
     )
 
 
