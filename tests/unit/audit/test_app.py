@@ -8,11 +8,11 @@ from agentflow_audit.app import build
 from agentflow_runtime.audit import AuditSink
 from agentflow_runtime.clients import Channels
 from agentflow_runtime.server import Runtime
-from agentflow_runtime.settings import Settings
+from agentflow_runtime.settings import load_settings
 
 
 async def test_app_serves_audit(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path)
+    settings = load_settings(data_dir=tmp_path, database_url=None, metrics_enabled=False)
     service = build(settings)
     assert set(service.service_names) == {
         "agentflow.audit.v1.AuditService",
