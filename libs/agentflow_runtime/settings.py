@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; unset = one SQLite file per service")
     cert_dir: Path | None = None
     catalog_dir: Path = Path("catalog")
-    jwt_secret: str = "agentflow-dev-secret-change-me"
+    jwt_secret: str = "agentflow-dev-secret-change-me-in-production"
     log_level: str = "INFO"
     drain_seconds: float = 5.0
     metrics_enabled: bool = True
