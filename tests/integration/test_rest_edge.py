@@ -112,7 +112,7 @@ def test_run_streams_events_and_reads_back(edge: str, token: str, workflow: str)
     assert seqs == list(range(1, len(seqs) + 1))
     types = [e["type"] for e in events]
     assert types[0] == "RUN_EVENT_TYPE_RUN_CREATED"
-    assert types[-1] == "RUN_EVENT_TYPE_RUN_SUCCEEDED", events[-1]
+    assert types[-1] == "RUN_EVENT_TYPE_RUN_SUCCEEDED", [e.get("data") for e in events if "FAILED" in e["type"]]
     succeeded = {e["stepId"] for e in events if e["type"] == "RUN_EVENT_TYPE_STEP_SUCCEEDED"}
     assert succeeded == {"draft", "count", "remember", "recall"}
     assert "RUN_EVENT_TYPE_TOOL_OUTPUT" in types

@@ -140,7 +140,7 @@ class MeshStepCalls:
     ) -> dict[str, Any]:
         labels = {str(k): str(v) for k, v in (params.get("labels") or {}).items()}
         if op == "put":
-            memory_id = str(params.get("id") or _memory_id(run, step_id))
+            memory_id = str(params.get("memory_id") or _memory_id(run, step_id))
             memory = memory_pb2.Memory(
                 name=f"memories/{memory_id}",
                 subject=str(params.get("subject") or ""),
@@ -173,7 +173,7 @@ class MeshStepCalls:
             }
         if op == "get":
             got = await self.memories.GetMemory(
-                memory_pb2.GetMemoryRequest(name=f"memories/{params.get('id', '')}"), timeout=timeout
+                memory_pb2.GetMemoryRequest(name=f"memories/{params.get('memory_id', '')}"), timeout=timeout
             )
             return {"name": got.name, "text": got.text, "subject": got.subject}
         if op == "erase":
