@@ -1,5 +1,8 @@
 """The process backend: runs a tool as a plain child process in its own session, scratch dir and rlimits.
 
+The child is `launch.py` (rlimits, then exec of the tool), so nothing runs between fork and exec, and the
+backend reaps the process itself with `wait4` to report that process's own resource usage.
+
 It streams stdout and stderr as they arrive, caps captured output, enforces wall time, and kills the whole
 process group when it stops early for any reason (limit, cancellation, closed iterator) or when the tool
 exits, so nothing the tool started outlives the call.
@@ -62,16 +65,15 @@ class ProcessRunner:
         self.config.scratch_root.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix="call-", dir=self.config.scratch_root.resolve()))
         env = {"PATH": BASE_PATH, "HOME": str(scratch), "LANG": "C.UTF-8", **spec.env}
-        preexec = rlimits.applier(
-            rlimits.plan(
-                limits, max_processes=self.config.max_processes, max_file_bytes=self.config.max_file_bytes
-            )
+        limit_plan = rlimits.plan(
+            limits, max_processes=self.config.max_processes, max_file_bytes=self.config.max_file_bytes
         )
+        argv = rlimits.launch_argv(self.config.python, limit_plan, self.command(spec))
         try:
-            popen = process.spawn(self.command(spec), env=env, cwd=scratch, preexec=preexec)
+            popen = process.spawn(argv, env=env, cwd=scratch)
         except OSError as exc:
             shutil.rmtree(scratch, ignore_errors=True)
-            message = f"cannot start {spec.command[0]!r}: {exc.strerror or exc}\n"
+            message = f"cannot start {argv[0]!r}: {exc.strerror or exc}\n"
             yield Result(exit_code=process.start_error_code(exc), stderr=message)
             return
         run = _Run(popen, scratch, limits)

@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from agentflow_tool_sandbox.events import Usage
@@ -16,12 +16,11 @@ EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
 
 
-def spawn(
-    argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, preexec: Callable[[], None]
-) -> subprocess.Popen[bytes]:
+def spawn(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> subprocess.Popen[bytes]:
     """Start `argv` in a new session (its own process group) with piped stdio and only `env`.
 
-    The caller reaps it with `reap` (not through Popen), which is what gives per-process usage.
+    No Python code runs in the child between fork and exec. The caller reaps it with `reap` (not through
+    Popen), which is what gives per-process usage.
     """
     return subprocess.Popen(
         list(argv),
@@ -31,8 +30,6 @@ def spawn(
         cwd=cwd,
         env=dict(env),
         start_new_session=True,
-        # The preexec function only calls getrlimit/setrlimit on prebuilt values: no locks, no imports.
-        preexec_fn=preexec,  # noqa: PLW1509
         close_fds=True,
     )
 

@@ -1,13 +1,24 @@
-"""Resource limits for a tool process, computed in the parent and applied in the child before exec."""
+"""Resource limits for a tool process, applied by the launcher (`launch.py`) before it execs the tool."""
 
 from __future__ import annotations
 
 import math
 import resource
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from agentflow_tool_sandbox.spec import Limits
+
+LAUNCHER = Path(__file__).with_name("launch.py")
+
+_NAMES = {
+    resource.RLIMIT_CPU: "RLIMIT_CPU",
+    resource.RLIMIT_AS: "RLIMIT_AS",
+    resource.RLIMIT_NPROC: "RLIMIT_NPROC",
+    resource.RLIMIT_FSIZE: "RLIMIT_FSIZE",
+    resource.RLIMIT_CORE: "RLIMIT_CORE",
+}
 
 
 @dataclass(frozen=True)
@@ -17,6 +28,10 @@ class Rlimit:
     resource: int
     soft: int
     hard: int
+
+    def argument(self) -> str:
+        """This limit as a launcher argument, `RLIMIT_X=SOFT:HARD`."""
+        return f"{_NAMES[self.resource]}={self.soft}:{self.hard}"
 
 
 def plan(limits: Limits, *, max_processes: int, max_file_bytes: int) -> list[Rlimit]:
@@ -32,14 +47,6 @@ def plan(limits: Limits, *, max_processes: int, max_file_bytes: int) -> list[Rli
     ]
 
 
-def applier(rlimits: Sequence[Rlimit]) -> Callable[[], None]:
-    """A `preexec_fn` applying `rlimits`; it only lowers limits, so it works unprivileged."""
-    frozen = tuple(rlimits)
-
-    def apply() -> None:
-        for item in frozen:
-            _, current_hard = resource.getrlimit(item.resource)
-            hard = item.hard if current_hard == resource.RLIM_INFINITY else min(item.hard, current_hard)
-            resource.setrlimit(item.resource, (min(item.soft, hard), hard))
-
-    return apply
+def launch_argv(python: str, rlimits: Sequence[Rlimit], argv: Sequence[str]) -> list[str]:
+    """The argv that applies `rlimits` and then execs `argv` (isolated interpreter, no site import)."""
+    return [python, "-I", "-S", str(LAUNCHER), *(r.argument() for r in rlimits), "--", *argv]
