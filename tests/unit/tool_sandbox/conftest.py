@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import textwrap
-from collections.abc import AsyncIterator, AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,18 @@ async def collect(events: AsyncIterable[Event]) -> tuple[list[Chunk], Result]:
 
 def stdout_of(chunks: list[Chunk]) -> bytes:
     return b"".join(c.data for c in chunks if c.stream is Stream.STDOUT)
+
+
+def entries(directory: Path) -> list[Path]:
+    return list(directory.iterdir())
+
+
+def exists(path: Path) -> bool:
+    return path.exists()
+
+
+def resolved(path: Path) -> Path:
+    return path.resolve()
 
 
 @pytest.fixture
