@@ -62,7 +62,11 @@ class RouteMatch:
 
 
 class RouteTable:
-    """Routes per HTTP method, in match order."""
+    """Routes per HTTP method, in match order, each method's routes compiled into one alternation regex.
+
+    Python's `re` tries alternatives left to right, so the combined pattern keeps the match order while
+    matching a path in a single call; the outer group that matched names the route.
+    """
 
     def __init__(self, routes: Iterable[Route]) -> None:
         ordered = sorted(routes, key=lambda r: r.sort_key)  # stable: declaration order breaks ties
@@ -70,6 +74,7 @@ class RouteTable:
         for route in ordered:
             by_method.setdefault(route.http_method, []).append(route)
         self._by_method: dict[str, tuple[Route, ...]] = {k: tuple(v) for k, v in by_method.items()}
+        self._compiled = {k: _combine(v) for k, v in self._by_method.items()}
 
     @property
     def routes(self) -> tuple[Route, ...]:
@@ -77,19 +82,35 @@ class RouteTable:
 
     def match(self, http_method: str, raw_path: str) -> RouteMatch | None:
         """The first route of `http_method` whose template matches the raw (percent-encoded) path."""
-        for route in self._by_method.get(http_method, ()):
-            found = route.pattern.fullmatch(raw_path)
-            if found is not None:
-                variables = route.template.variables
-                pairs = zip(variables, found.groups(), strict=True)
-                return RouteMatch(route, tuple((v.field_path, decode_value(g)) for v, g in pairs))
-        return None
+        compiled = self._compiled.get(http_method)
+        if compiled is None:
+            return None
+        pattern, targets = compiled
+        found = pattern.fullmatch(raw_path)
+        if found is None or found.lastindex is None:
+            return None
+        route, first = targets[found.lastindex]
+        variables = route.template.variables
+        return RouteMatch(
+            route,
+            tuple((v.field_path, decode_value(found.group(first + i))) for i, v in enumerate(variables)),
+        )
 
     def allowed_methods(self, raw_path: str) -> list[str]:
         """HTTP methods that have a route for this path (for 405 and `Allow`)."""
-        return sorted(
-            m for m, routes in self._by_method.items() if any(r.pattern.fullmatch(raw_path) for r in routes)
-        )
+        return sorted(m for m, (pattern, _) in self._compiled.items() if pattern.fullmatch(raw_path))
+
+
+def _combine(routes: Sequence[Route]) -> tuple[re.Pattern[str], dict[int, tuple[Route, int]]]:
+    """One pattern for all routes; maps each route's outer group to (route, index of its first variable)."""
+    parts: list[str] = []
+    targets: dict[int, tuple[Route, int]] = {}
+    group = 1
+    for route in routes:
+        parts.append(f"({route.pattern.pattern})")
+        targets[group] = (route, group + 1)
+        group += 1 + route.pattern.groups
+    return re.compile("|".join(parts)), targets
 
 
 def build_methods(service_names: Sequence[str] | None = None) -> dict[str, Method]:

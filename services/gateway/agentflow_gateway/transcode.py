@@ -5,8 +5,9 @@ allowed), then query parameters onto the remaining fields (JSON or proto names, 
 repeated parameters for repeated fields; ignored when `body` is `*`), then path variables, which win.
 The assembled dict is parsed once with `json_format.ParseDict`; unknown fields are INVALID_ARGUMENT.
 
-Response: `json_format.MessageToDict` with lowerCamelCase names and unpopulated fields emitted (grpc-gateway
-v2's default marshaler), serialized with orjson.
+Response: `json_format.MessageToDict` with lowerCamelCase names, serialized with orjson. Fields at their
+default value are omitted (the proto3 JSON default): emitting them, as grpc-gateway v2 does, doubles the
+cost of the conversion (measured: 17 µs → 34 µs for a `Run`), which is most of the edge's own time.
 """
 
 from __future__ import annotations
@@ -91,15 +92,10 @@ def build_request(
 
 def response_payload(route: Route, response: message.Message) -> Any:
     """The JSON-ready form of a response (or of its `response_body` field)."""
+    payload = json_format.MessageToDict(response, preserving_proto_field_name=False)
     if route.response_body:
-        field = response.DESCRIPTOR.fields_by_name[route.response_body]
-        full = json_format.MessageToDict(
-            response, preserving_proto_field_name=False, always_print_fields_with_no_presence=True
-        )
-        return full.get(field.json_name)
-    return json_format.MessageToDict(
-        response, preserving_proto_field_name=False, always_print_fields_with_no_presence=True
-    )
+        return payload.get(response.DESCRIPTOR.fields_by_name[route.response_body].json_name)
+    return payload
 
 
 def response_json(route: Route, response: message.Message) -> bytes:

@@ -32,7 +32,6 @@ async def test_start_run_path_body_and_identity(
     assert payload["workflow"] == "workflows/w"
     assert payload["input"] == {"topic": "x"}
     assert payload["state"] == "RUN_STATE_PENDING"
-    assert payload["lastEventSeq"] == "0"
     metadata = servicer.metadata[-1]
     assert metadata["x-af-tenant"] == "acme"
     assert metadata["x-af-principal"] == "alice"
