@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from agentflow_cli.supervisor import Mesh
 from agentflow_runtime.settings import SERVICES, Settings
 

@@ -1,4 +1,4 @@
-"""The README's flow: `af demo` (what `make run` runs) starts the mesh, runs the demo through the edge, stops."""
+"""The README flow: `af demo` (what `make run` runs) starts the mesh, runs the demo via the edge, stops."""
 
 from __future__ import annotations
 

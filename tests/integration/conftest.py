@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from agentflow_cli.supervisor import Mesh
 from agentflow_cli.tokens import dev_token
 from agentflow_runtime.settings import Settings
+
 from tests.support import postgres_database, require_postgres, running_mesh
 
 

@@ -9,14 +9,13 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from agentflow.audit.v1 import audit_pb2, audit_pb2_grpc
 from agentflow.runs.v1 import runs_pb2, runs_pb2_grpc
 from agentflow.tools.v1 import tools_pb2, tools_pb2_grpc
 from agentflow_runtime.clients import Channels
 from agentflow_runtime.descriptors import SERVICE_OWNERS
 from agentflow_runtime.settings import SERVICES, Settings
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 GRPCURL = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "grpcurl"
 
@@ -25,9 +24,12 @@ def grpcurl(settings: Settings, *args: str, identity: str = "client") -> subproc
     certs = settings.certs
     cmd = [
         str(GRPCURL),
-        "-cacert", str(certs / "ca.pem"),
-        "-cert", str(certs / f"{identity}.pem"),
-        "-key", str(certs / f"{identity}-key.pem"),
+        "-cacert",
+        str(certs / "ca.pem"),
+        "-cert",
+        str(certs / f"{identity}.pem"),
+        "-key",
+        str(certs / f"{identity}-key.pem"),
         *args,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
@@ -67,8 +69,10 @@ def test_grpcurl_lists_services_by_reflection(settings: Settings, service: str) 
 def test_grpcurl_calls_run_service_directly(settings: Settings) -> None:
     result = grpcurl(
         settings,
-        "-H", "x-af-tenant: grpcurl-tenant",
-        "-d", '{"pageSize": 5}',
+        "-H",
+        "x-af-tenant: grpcurl-tenant",
+        "-d",
+        '{"pageSize": 5}',
         settings.address("worker"),
         "agentflow.runs.v1.RunService/ListRuns",
     )
@@ -78,7 +82,10 @@ def test_grpcurl_calls_run_service_directly(settings: Settings) -> None:
 
 def test_grpcurl_gets_rich_not_found(settings: Settings) -> None:
     result = grpcurl(
-        settings, "-d", '{"name": "runs/does-not-exist"}', settings.address("worker"),
+        settings,
+        "-d",
+        '{"name": "runs/does-not-exist"}',
+        settings.address("worker"),
         "agentflow.runs.v1.RunService/GetRun",
     )
     assert result.returncode != 0

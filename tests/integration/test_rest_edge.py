@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-
 from agentflow_cli.tokens import dev_token
 from agentflow_runtime.settings import Settings
 
@@ -63,7 +62,8 @@ def assert_status_body(reply: httpx.Response, http_status: int, code: int) -> di
 def error_info(body: dict[str, Any]) -> dict[str, Any]:
     infos = [d for d in body.get("details", []) if d["@type"].endswith("google.rpc.ErrorInfo")]
     assert len(infos) == 1, body
-    return infos[0]
+    info: dict[str, Any] = infos[0]
+    return info
 
 
 @pytest.fixture(scope="module")
@@ -87,14 +87,19 @@ def test_workflow_reads_back_and_lists(edge: str, token: str, workflow: str) -> 
     got = httpx.get(f"{edge}/v1/{workflow}", headers=auth(token), timeout=30).json()
     assert got["name"] == workflow
     assert [s["id"] for s in got["definition"]["steps"]] == ["draft", "count", "remember", "recall"]
-    listed = httpx.get(f"{edge}/v1/workflows", headers=auth(token), params={"pageSize": 100}, timeout=30).json()
+    listed = httpx.get(
+        f"{edge}/v1/workflows", headers=auth(token), params={"pageSize": 100}, timeout=30
+    ).json()
     assert workflow in [w["name"] for w in listed["workflows"]]
 
 
 def test_run_streams_events_and_reads_back(edge: str, token: str, workflow: str) -> None:
     topic = f"tidal energy {uuid.uuid4().hex[:6]}"
     reply = httpx.post(
-        f"{edge}/v1/runs", headers=auth(token), json={"workflow": workflow, "input": {"topic": topic}}, timeout=30
+        f"{edge}/v1/runs",
+        headers=auth(token),
+        json={"workflow": workflow, "input": {"topic": topic}},
+        timeout=30,
     )
     assert reply.status_code == 200, reply.text
     run = reply.json()
@@ -112,7 +117,9 @@ def test_run_streams_events_and_reads_back(edge: str, token: str, workflow: str)
     assert seqs == list(range(1, len(seqs) + 1))
     types = [e["type"] for e in events]
     assert types[0] == "RUN_EVENT_TYPE_RUN_CREATED"
-    assert types[-1] == "RUN_EVENT_TYPE_RUN_SUCCEEDED", [e.get("data") for e in events if "FAILED" in e["type"]]
+    assert types[-1] == "RUN_EVENT_TYPE_RUN_SUCCEEDED", [
+        e.get("data") for e in events if "FAILED" in e["type"]
+    ]
     succeeded = {e["stepId"] for e in events if e["type"] == "RUN_EVENT_TYPE_STEP_SUCCEEDED"}
     assert succeeded == {"draft", "count", "remember", "recall"}
     assert "RUN_EVENT_TYPE_TOOL_OUTPUT" in types
@@ -121,22 +128,27 @@ def test_run_streams_events_and_reads_back(edge: str, token: str, workflow: str)
     assert final["state"] == "RUN_STATE_SUCCEEDED"
     steps = {s["stepId"]: s for s in final["steps"]}
     draft = steps["draft"]["output"]["text"]
-    assert topic.split()[0] in draft.lower()
+    assert topic.split(maxsplit=1)[0] in draft.lower()
     assert steps["count"]["output"]["words"] == len(draft.split())
     assert final["output"]["summary"] == draft
     assert final["output"]["recalled"] == draft
     assert int(final["usage"]["totalTokens"]) > 0
 
     # A watcher that reconnects after seq 3 gets the rest, without loss or repetition.
-    with httpx.stream("GET", f"{edge}/v1/{run['name']}:watch", headers=auth(token),
-                      params={"afterSeq": 3}, timeout=60) as stream:
+    with httpx.stream(
+        "GET", f"{edge}/v1/{run['name']}:watch", headers=auth(token), params={"afterSeq": 3}, timeout=60
+    ) as stream:
         resumed = [orjson.loads(line)["result"] for line in stream.iter_lines() if line.strip()]
     assert [int(e["seq"]) for e in resumed] == seqs[3:]
 
 
 def test_runs_are_isolated_by_tenant(edge: str, settings: Settings, token: str, workflow: str) -> None:
-    run = httpx.post(f"{edge}/v1/runs", headers=auth(token), json={"workflow": workflow, "input": {"topic": "x"}},
-                     timeout=30).json()
+    run = httpx.post(
+        f"{edge}/v1/runs",
+        headers=auth(token),
+        json={"workflow": workflow, "input": {"topic": "x"}},
+        timeout=30,
+    ).json()
     other = dev_token(settings, subject="mallory", tenant="other-tenant", role="admin")
     reply = httpx.get(f"{edge}/v1/{run['name']}", headers=auth(other), timeout=30)
     assert_status_body(reply, 404, 5)
@@ -153,20 +165,25 @@ def test_idempotent_start_returns_the_same_run(edge: str, token: str, workflow: 
 
 def test_malformed_body_is_400_with_status(edge: str, token: str) -> None:
     reply = httpx.post(
-        f"{edge}/v1/runs", headers={**auth(token), "Content-Type": "application/json"}, content=b"{not json",
+        f"{edge}/v1/runs",
+        headers={**auth(token), "Content-Type": "application/json"},
+        content=b"{not json",
         timeout=30,
     )
     assert_status_body(reply, 400, 3)
 
 
 def test_unknown_field_is_400_with_status(edge: str, token: str) -> None:
-    reply = httpx.post(f"{edge}/v1/runs", headers=auth(token), json={"workflow": "workflows/x", "bogus": 1},
-                       timeout=30)
+    reply = httpx.post(
+        f"{edge}/v1/runs", headers=auth(token), json={"workflow": "workflows/x", "bogus": 1}, timeout=30
+    )
     assert_status_body(reply, 400, 3)
 
 
 def test_invalid_workflow_lists_every_violation(edge: str, token: str) -> None:
-    source = "id: broken\nsteps:\n  - id: a\n    kind: teleport\n  - id: b\n    kind: model\n    needs: [zzz]\n"
+    source = (
+        "id: broken\nsteps:\n  - id: a\n    kind: teleport\n  - id: b\n    kind: model\n    needs: [zzz]\n"
+    )
     reply = httpx.post(f"{edge}/v1/workflows", headers=auth(token), json={"source": source}, timeout=30)
     body = assert_status_body(reply, 400, 3)
     bad = [d for d in body["details"] if d["@type"].endswith("google.rpc.BadRequest")]
@@ -176,8 +193,12 @@ def test_invalid_workflow_lists_every_violation(edge: str, token: str) -> None:
 
 
 def test_unknown_workflow_is_404_with_status(edge: str, token: str) -> None:
-    reply = httpx.post(f"{edge}/v1/runs", headers=auth(token),
-                       json={"workflow": "workflows/no-such-workflow", "input": {}}, timeout=30)
+    reply = httpx.post(
+        f"{edge}/v1/runs",
+        headers=auth(token),
+        json={"workflow": "workflows/no-such-workflow", "input": {}},
+        timeout=30,
+    )
     body = assert_status_body(reply, 404, 5)
     assert error_info(body)["domain"] == "agentflow.dev"
 
@@ -208,8 +229,12 @@ def test_viewer_may_read_but_not_start(edge: str, settings: Settings, workflow: 
 
 
 def test_cancel_finished_run_is_failed_precondition(edge: str, token: str, workflow: str) -> None:
-    run = httpx.post(f"{edge}/v1/runs", headers=auth(token), json={"workflow": workflow, "input": {"topic": "c"}},
-                     timeout=30).json()
+    run = httpx.post(
+        f"{edge}/v1/runs",
+        headers=auth(token),
+        json={"workflow": workflow, "input": {"topic": "c"}},
+        timeout=30,
+    ).json()
     deadline = time.monotonic() + 60
     state = run["state"]
     while state not in ("RUN_STATE_SUCCEEDED", "RUN_STATE_FAILED") and time.monotonic() < deadline:
@@ -225,10 +250,13 @@ def test_audit_chain_records_runs_and_verifies(edge: str, token: str, workflow: 
     deadline = time.monotonic() + 30
     events: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        listed = httpx.get(f"{edge}/v1/auditEvents", headers=auth(token), params={"pageSize": 1000},
-                           timeout=30).json()
+        listed = httpx.get(
+            f"{edge}/v1/auditEvents", headers=auth(token), params={"pageSize": 1000}, timeout=30
+        ).json()
         events = listed.get("auditEvents", [])
-        if any(e["action"] == "run.start" for e in events) and any(e["action"] == "tool.execute" for e in events):
+        if any(e["action"] == "run.start" for e in events) and any(
+            e["action"] == "tool.execute" for e in events
+        ):
             break
         time.sleep(0.3)
     actions = {e["action"] for e in events}

@@ -32,7 +32,7 @@ class RunStore:
 
     # -- runs -------------------------------------------------------------------------------
     async def create(self, run: RunRecord, request_id: str | None) -> tuple[RunRecord, bool]:
-        """Insert a run with its pending steps and RUN_CREATED event; (existing, False) on a repeated request."""
+        """Insert a run, its pending steps and RUN_CREATED; (existing, False) on a repeated request."""
         created = Event(run.run_id, 1, EventType.RUN_CREATED, "", RunState.PENDING, {}, run.create_time)
         try:
             async with self.db.begin() as conn:
