@@ -37,6 +37,11 @@ def py_from_value(value: struct_pb2.Value) -> Any:
     return _normalise(json_format.MessageToDict(value))
 
 
+def integral_numbers(data: Any) -> Any:
+    """JSON-like data with integral floats as ints (protobuf JSON gives 34.0 for a Value's 34)."""
+    return _normalise(data)
+
+
 def _normalise(data: Any) -> Any:
     if isinstance(data, float) and data.is_integer() and abs(data) < 2**53:
         return int(data)

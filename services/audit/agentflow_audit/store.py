@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from agentflow_runtime import hashchain
+from agentflow_runtime.db import UtcDateTime
 from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
-    DateTime,
     Index,
     Integer,
     MetaData,
@@ -38,7 +37,7 @@ audit_events = Table(
     "audit_events",
     metadata,
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
-    Column("event_time", DateTime(timezone=True), nullable=False),
+    Column("event_time", UtcDateTime(), nullable=False),
     Column("actor", String(256), nullable=False),
     Column("tenant", String(256), nullable=False),
     Column("principal", String(512), nullable=False),
@@ -63,14 +62,10 @@ chain_head = Table(
 _HEAD_ID = 1
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def _record(row: Any) -> AuditRecord:
     return AuditRecord(
         seq=row.seq,
-        event_time=_utc(row.event_time),
+        event_time=row.event_time,
         actor=row.actor,
         tenant=row.tenant,
         principal=row.principal,
@@ -130,7 +125,7 @@ class AuditStore:
                 seq += 1
                 fields: dict[str, Any] = {
                     "seq": seq,
-                    "event_time": _utc(event.event_time),
+                    "event_time": event.event_time,
                     "actor": event.actor,
                     "tenant": event.tenant,
                     "principal": event.principal,

@@ -12,6 +12,7 @@ cost of the conversion (measured: 17 µs → 34 µs for a `Run`), which is most 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import Any, cast
@@ -19,6 +20,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 from agentflow_runtime.errors import InvalidArgument
+from agentflow_runtime.protojson import integral_numbers
 from google.protobuf import descriptor, json_format, message
 
 from agentflow_gateway.routes import Route
@@ -91,8 +93,14 @@ def build_request(
 
 
 def response_payload(route: Route, response: message.Message) -> Any:
-    """The JSON-ready form of a response (or of its `response_body` field)."""
+    """The JSON-ready form of a response (or of its `response_body` field).
+
+    Doubles that hold whole numbers print as integers (`34`, not `34.0`), as grpc-gateway's protojson does;
+    the walk is skipped for message types that cannot hold a double.
+    """
     payload = json_format.MessageToDict(response, preserving_proto_field_name=False)
+    if _holds_doubles(response.DESCRIPTOR):
+        payload = integral_numbers(payload)
     if route.response_body:
         return payload.get(response.DESCRIPTOR.fields_by_name[route.response_body].json_name)
     return payload
@@ -101,6 +109,27 @@ def response_payload(route: Route, response: message.Message) -> Any:
 def response_json(route: Route, response: message.Message) -> bytes:
     """The JSON body of a unary response."""
     return orjson.dumps(response_payload(route, response))
+
+
+_DOUBLE_TYPES = frozenset({descriptor.FieldDescriptor.TYPE_DOUBLE, descriptor.FieldDescriptor.TYPE_FLOAT})
+
+
+@functools.cache
+def _holds_doubles(message_type: descriptor.Descriptor) -> bool:
+    """Whether a message type can carry a double anywhere (Struct and Value can)."""
+    seen: set[str] = set()
+    pending = [message_type]
+    while pending:
+        current = pending.pop()
+        if current.full_name in seen:
+            continue
+        seen.add(current.full_name)
+        for field in current.fields:
+            if field.type in _DOUBLE_TYPES:
+                return True
+            if field.message_type is not None:
+                pending.append(field.message_type)
+    return False
 
 
 def _load_json(body: bytes) -> Any:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from agentflow_runtime.db import UtcDateTime
 from sqlalchemy import (
     JSON,
     Column,
-    DateTime,
     Index,
     MetaData,
     String,
@@ -39,23 +39,17 @@ memories = Table(
     Column("labels", JSON, nullable=False),
     Column("metadata", JSON, nullable=False),
     Column("content_hash", String(64), nullable=False),
-    Column("create_time", DateTime(timezone=True), nullable=False),
-    Column("update_time", DateTime(timezone=True), nullable=False),
-    Column("expire_time", DateTime(timezone=True), nullable=True),
+    Column("create_time", UtcDateTime(), nullable=False),
+    Column("update_time", UtcDateTime(), nullable=False),
+    Column("expire_time", UtcDateTime(), nullable=True),
     Index("ix_memories_tenant_subject", "tenant", "subject"),
     Index("ix_memories_expire_time", "expire_time"),
 )
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def _record(row: Any) -> MemoryRecord:
     values = row._mapping
-    create_time, update_time = _utc(values["create_time"]), _utc(values["update_time"])
+    create_time, update_time = values["create_time"], values["update_time"]
     assert create_time is not None and update_time is not None
     return MemoryRecord(
         tenant=values["tenant"],
@@ -68,7 +62,7 @@ def _record(row: Any) -> MemoryRecord:
         content_hash=values["content_hash"],
         create_time=create_time,
         update_time=update_time,
-        expire_time=_utc(values["expire_time"]),
+        expire_time=values["expire_time"],
     )
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from agentflow_runtime.db import UtcDateTime
 from agentflow_runtime.protojson import utcnow
 from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
-    DateTime,
     Float,
     Integer,
     MetaData,
@@ -43,7 +43,7 @@ usage = Table(
     Column("output_tokens", BigInteger, nullable=False),
     Column("cost_usd", Float, nullable=False),
     Column("response", JSON, nullable=True),
-    Column("create_time", DateTime(timezone=True), nullable=False),
+    Column("create_time", UtcDateTime(), nullable=False),
     UniqueConstraint("tenant", "idempotency_key", name="uq_usage_tenant_key"),
 )
 

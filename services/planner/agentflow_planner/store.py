@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from agentflow_runtime.db import UtcDateTime
 from agentflow_runtime.errors import AlreadyExists, NotFound
 from agentflow_runtime.protojson import utcnow
 from sqlalchemy import (
     JSON,
     Column,
-    DateTime,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
@@ -39,8 +39,8 @@ workflows = Table(
     Column("definition", JSON, nullable=False),
     Column("plan", JSON, nullable=False),
     Column("plan_hash", String(64), nullable=False),
-    Column("create_time", DateTime(timezone=True), nullable=False),
-    Column("update_time", DateTime(timezone=True), nullable=False),
+    Column("create_time", UtcDateTime(), nullable=False),
+    Column("update_time", UtcDateTime(), nullable=False),
     PrimaryKeyConstraint("tenant", "workflow_id", "version"),
 )
 
@@ -61,11 +61,6 @@ class StoredWorkflow:
     update_time: datetime
 
 
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every time stored here is UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _row(row: Any) -> StoredWorkflow:
     return StoredWorkflow(
         tenant=row.tenant,
@@ -76,8 +71,8 @@ def _row(row: Any) -> StoredWorkflow:
         definition=row.definition,
         plan=row.plan,
         plan_hash=row.plan_hash,
-        create_time=_aware(row.create_time),
-        update_time=_aware(row.update_time),
+        create_time=row.create_time,
+        update_time=row.update_time,
     )
 
 

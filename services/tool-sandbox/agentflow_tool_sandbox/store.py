@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from agentflow_runtime.db import UtcDateTime
 from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
-    DateTime,
     Float,
     LargeBinary,
     MetaData,
@@ -44,7 +44,7 @@ tools = Table(
     Column("cpu_seconds", BigInteger, nullable=False),
     Column("memory_bytes", BigInteger, nullable=False),
     Column("output_bytes", BigInteger, nullable=False),
-    Column("create_time", DateTime(timezone=True), nullable=False),
+    Column("create_time", UtcDateTime(), nullable=False),
 )
 
 executions = Table(
@@ -57,7 +57,7 @@ executions = Table(
     Column("result", JSON, nullable=False),
     Column("stdout", LargeBinary, nullable=False),
     Column("stderr", LargeBinary, nullable=False),
-    Column("create_time", DateTime(timezone=True), nullable=False),
+    Column("create_time", UtcDateTime(), nullable=False),
 )
 
 
@@ -216,5 +216,5 @@ def _tool(row: Row[Any]) -> ToolSpec:
             output_bytes=row.output_bytes,
         ),
         origin=ORIGIN_API,
-        create_time=created if created.tzinfo else created.replace(tzinfo=UTC),
+        create_time=created,
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 from agentflow_runtime.db import Database
@@ -15,12 +14,6 @@ from agentflow_worker.tables import approvals
 
 DECIDING_ROLES = frozenset({"admin", "developer"})
 _NAME = re.compile(r"^approvals/([A-Za-z0-9][A-Za-z0-9_-]{0,63})$")
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _parse(name: str) -> str:
@@ -98,7 +91,7 @@ class Approvals:
     @staticmethod
     def _current(row: dict[str, Any]) -> dict[str, Any]:
         for key in ("create_time", "expire_time", "decide_time"):
-            row[key] = _aware(row[key])
+            row[key] = row[key]
         if row["state"] == "PENDING" and row["expire_time"] is not None and row["expire_time"] <= utcnow():
             row["state"] = "EXPIRED"
         return row

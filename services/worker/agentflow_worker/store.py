@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from agentflow_runtime.db import Database
@@ -254,19 +254,12 @@ async def _with_steps(conn: AsyncConnection, run: RunRecord) -> RunRecord:
             output=r.output,
             error=r.error,
             attempts=r.attempts,
-            start_time=_aware(r.start_time),
-            end_time=_aware(r.end_time),
+            start_time=r.start_time,
+            end_time=r.end_time,
         )
         for r in rows
     ]
     return run
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes; every time we store is UTC."""
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _run(row: Any) -> RunRecord:
@@ -280,14 +273,14 @@ def _run(row: Any) -> RunRecord:
         state=RunState(row["state"]),
         input=row["input"] or {},
         labels=row["labels"] or {},
-        create_time=_aware(row["create_time"]) or utcnow(),
+        create_time=row["create_time"] or utcnow(),
         output=row["output"],
         error=row["error"],
         input_tokens=int(row["input_tokens"] or 0),
         output_tokens=int(row["output_tokens"] or 0),
         last_seq=int(row["last_seq"] or 0),
         cancel_requested=bool(row["cancel_requested"]),
-        end_time=_aware(row["end_time"]),
+        end_time=row["end_time"],
     )
 
 
@@ -299,5 +292,5 @@ def _event(row: Any) -> Event:
         step_id=row["step_id"] or "",
         run_state=RunState(row["run_state"]),
         data=row["data"] or {},
-        create_time=_aware(row["create_time"]) or utcnow(),
+        create_time=row["create_time"] or utcnow(),
     )

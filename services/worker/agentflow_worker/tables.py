@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from agentflow_runtime.db import UtcDateTime
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
     Column,
-    DateTime,
     Index,
     Integer,
     MetaData,
@@ -40,9 +40,9 @@ runs = Table(
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("cancel_reason", Text),
     Column("lease_owner", String(64)),
-    Column("lease_expires", DateTime(timezone=True)),
-    Column("create_time", DateTime(timezone=True), nullable=False),
-    Column("end_time", DateTime(timezone=True)),
+    Column("lease_expires", UtcDateTime()),
+    Column("create_time", UtcDateTime(), nullable=False),
+    Column("end_time", UtcDateTime()),
     UniqueConstraint("tenant", "request_id", name="uq_runs_request"),
     Index("ix_runs_tenant_created", "tenant", "create_time"),
     Index("ix_runs_claimable", "state", "lease_expires"),
@@ -59,8 +59,8 @@ steps = Table(
     Column("output", JSON),
     Column("error", JSON),
     Column("attempts", Integer, nullable=False, default=0),
-    Column("start_time", DateTime(timezone=True)),
-    Column("end_time", DateTime(timezone=True)),
+    Column("start_time", UtcDateTime()),
+    Column("end_time", UtcDateTime()),
 )
 
 events = Table(
@@ -72,7 +72,7 @@ events = Table(
     Column("step_id", String(128), nullable=False, default=""),
     Column("run_state", String(16), nullable=False),
     Column("data", JSON, nullable=False),
-    Column("create_time", DateTime(timezone=True), nullable=False),
+    Column("create_time", UtcDateTime(), nullable=False),
 )
 
 approvals = Table(
@@ -86,8 +86,8 @@ approvals = Table(
     Column("request", JSON, nullable=False),
     Column("decided_by", String(256), nullable=False, default=""),
     Column("comment", Text, nullable=False, default=""),
-    Column("create_time", DateTime(timezone=True), nullable=False),
-    Column("expire_time", DateTime(timezone=True)),
-    Column("decide_time", DateTime(timezone=True)),
+    Column("create_time", UtcDateTime(), nullable=False),
+    Column("expire_time", UtcDateTime()),
+    Column("decide_time", UtcDateTime()),
     Index("ix_approvals_tenant_created", "tenant", "create_time"),
 )
