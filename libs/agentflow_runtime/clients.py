@@ -89,7 +89,8 @@ class Channels:
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.max_receive_message_length", 32 * 1024 * 1024),
         ]
-        interceptors = [_ContextMetadata(), *telemetry.client_interceptors()]
+        tracing = telemetry.client_interceptors() if self.settings.tracing else []
+        interceptors = [_ContextMetadata(), *tracing]
         return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
 
     async def close(self) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
+import uvloop
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -52,8 +53,9 @@ class RunningService:
         self.channels = Channels(settings, service.name)
         audit_channel = None if service.name == "audit" else self.channels.get("audit")
         self.runtime = Runtime(settings, self.channels, AuditSink(audit_channel))
+        tracing = [telemetry.server_interceptor()] if settings.tracing else []
         self.server = grpc.aio.server(
-            interceptors=[telemetry.server_interceptor(), RuntimeInterceptor()],
+            interceptors=[*tracing, RuntimeInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", 32 * 1024 * 1024),
                 ("grpc.so_reuseport", 0),
@@ -108,4 +110,5 @@ def serve(service: Service, settings: Settings) -> None:
     """Configure logging and tracing, then run `service` until signalled."""
     logs.configure(service.name, settings.log_level)
     telemetry.configure(service.name)
-    asyncio.run(run_until_signalled(service, settings))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run_until_signalled(service, settings))

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     drain_seconds: float = 5.0
     metrics_enabled: bool = True
+    tracing: bool = Field(True, description="OpenTelemetry spans on every RPC (server and client)")
 
     @classmethod
     def settings_customise_sources(

@@ -138,7 +138,7 @@ async def fake_runs() -> AsyncIterator[tuple[FakeRunService, str]]:
 async def channels(fake_runs: tuple[FakeRunService, str]) -> AsyncIterator[OneChannel]:
     channel = grpc.aio.insecure_channel(fake_runs[1])
     yield OneChannel(channel)
-    await channel.close()
+    await channel.close(None)
 
 
 @pytest.fixture(scope="session")

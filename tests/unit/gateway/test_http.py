@@ -169,6 +169,6 @@ async def test_unreachable_backend_is_503(route_table: RouteTable) -> None:
     app = GatewayApp(route_table, Backends(OneChannel(channel)), Authenticator(HS256Verifier(SECRET)))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://edge") as http:
         response = await http.get("/v1/runs/r1", headers=bearer())
-    await channel.close()
+    await channel.close(None)
     assert response.status_code == 503
     assert response.json()["code"] == code_pb2.UNAVAILABLE

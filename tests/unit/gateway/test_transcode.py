@@ -43,7 +43,7 @@ def test_body_star_accepts_both_name_styles(route_table: RouteTable) -> None:
     assert isinstance(request, runs_pb2.StartRunRequest)
     assert request.workflow_version == 2
     assert request.request_id == "q"
-    assert request.input["a"][0] == 1
+    assert request.input.fields["a"].list_value.values[0].number_value == 1
 
 
 def test_empty_body_is_an_empty_message(route_table: RouteTable) -> None:
