@@ -1,0 +1,347 @@
+"""RunEngine over a real store and a scripted StepCalls: DAG walk, journal, resume, failure, lease loss."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from agentflow_worker.engine import LeaseLost, RunEngine
+from agentflow_worker.model import EventType, Plan, RunRecord, RunState, StepState
+from agentflow_worker.store import RunStore
+
+from .conftest import (
+    SAFETY,
+    FakeCalls,
+    Notes,
+    all_events,
+    assert_contiguous,
+    create_run,
+    diamond,
+    plan_of,
+    step,
+    types,
+)
+
+OWNER = "w1"
+
+
+async def claimed(store: RunStore, plan: Plan, run_input: dict[str, Any] | None = None) -> RunRecord:
+    run = await create_run(store, plan, run_input=run_input)
+    assert await store.claim(run.run_id, OWNER, 600)
+    fresh = await store.get(run.run_id)
+    assert fresh is not None
+    return fresh
+
+
+async def execute(store: RunStore, calls: FakeCalls, run: RunRecord, notes: Notes | None = None) -> RunState:
+    engine = RunEngine(store, calls, OWNER, notes or Notes())
+    return await asyncio.wait_for(engine.execute(run), SAFETY)
+
+
+async def reload(store: RunStore, run_id: str) -> RunRecord:
+    run = await store.get(run_id)
+    assert run is not None
+    return run
+
+
+async def test_dag_runs_siblings_concurrently_and_journals_every_result(
+    store: RunStore, calls: FakeCalls
+) -> None:
+    calls.script("a", output={"text": "moon"}, tokens=(3, 4))
+    # b and c each wait for the other's call to have started: this only finishes if they overlap.
+    calls.script("b", output={"text": "B"}, rendezvous=("c",), tokens=(10, 20))
+    calls.script("c", output={"text": "C"}, rendezvous=("b",))
+    calls.script("d", output={"text": "done"})
+    run = await claimed(store, diamond())
+    notes = Notes()
+
+    assert await execute(store, calls, run, notes) is RunState.SUCCEEDED
+
+    assert calls.called()[0] == "a"
+    assert sorted(calls.called()[1:3]) == ["b", "c"]
+    assert calls.called()[3] == "d"
+    # Templates carried outputs forward, keeping types for whole-value expressions.
+    assert calls.params("a") == {"topic": "tides"}
+    assert calls.params("b") == {"prompt": "summarize moon"}
+    assert calls.params("c") == {"text": "MOON"}
+    assert calls.params("d") == {"parts": ["B", "C"]}
+
+    stored = await reload(store, run.run_id)
+    assert stored.state is RunState.SUCCEEDED
+    assert stored.output == {"result": "done", "b": {"text": "B"}}
+    assert stored.error is None
+    assert stored.end_time is not None
+    assert (stored.input_tokens, stored.output_tokens) == (13, 24)
+    assert {s.step_id: (s.state, s.output, s.attempts) for s in stored.steps} == {
+        "a": (StepState.SUCCEEDED, {"text": "moon"}, 1),
+        "b": (StepState.SUCCEEDED, {"text": "B"}, 1),
+        "c": (StepState.SUCCEEDED, {"text": "C"}, 1),
+        "d": (StepState.SUCCEEDED, {"text": "done"}, 1),
+    }
+    assert all(s.start_time is not None and s.end_time is not None for s in stored.steps)
+
+    events = await all_events(store, run.run_id)
+    assert_contiguous(events)
+    assert stored.last_seq == len(events)
+    assert events[0].type is EventType.RUN_CREATED
+    assert events[1].type is EventType.RUN_STARTED
+    assert events[-1].type is EventType.RUN_SUCCEEDED
+    assert events[-1].run_state is RunState.SUCCEEDED
+    assert events[-1].data == {"output": {"result": "done", "b": {"text": "B"}}}
+    assert all(e.run_state is RunState.RUNNING for e in events[1:-1])
+    for sid in "abcd":
+        assert types(events).count((EventType.STEP_STARTED, sid)) == 1
+        assert types(events).count((EventType.STEP_SUCCEEDED, sid)) == 1
+    # A step starts only after everything it needs has succeeded.
+    position = {t: i for i, t in enumerate(types(events))}
+    assert position[(EventType.STEP_SUCCEEDED, "a")] < position[(EventType.STEP_STARTED, "b")]
+    assert position[(EventType.STEP_SUCCEEDED, "a")] < position[(EventType.STEP_STARTED, "c")]
+    assert position[(EventType.STEP_SUCCEEDED, "b")] < position[(EventType.STEP_STARTED, "d")]
+    assert position[(EventType.STEP_SUCCEEDED, "c")] < position[(EventType.STEP_STARTED, "d")]
+    succeeded_b = next(e for e in events if (e.type, e.step_id) == (EventType.STEP_SUCCEEDED, "b"))
+    assert succeeded_b.data == {"output": {"text": "B"}, "fake": True}
+    started_a = next(e for e in events if (e.type, e.step_id) == (EventType.STEP_STARTED, "a"))
+    assert started_a.data == {"attempt": 1}
+    # Watchers were woken for every event the engine wrote.
+    assert notes.runs == [run.run_id] * (len(events) - 1)
+
+
+async def test_emitted_output_events_are_journaled_in_order(store: RunStore, calls: FakeCalls) -> None:
+    calls.script(
+        "a",
+        emits=[
+            (EventType.TOOL_OUTPUT, {"stream": "stdout", "text": "one"}),
+            (EventType.TOOL_OUTPUT, {"stream": "stderr", "text": "two"}),
+        ],
+    )
+    run = await claimed(store, plan_of(step("a")))
+    assert await execute(store, calls, run) is RunState.SUCCEEDED
+    events = await all_events(store, run.run_id)
+    assert_contiguous(events)
+    assert types(events) == [
+        (EventType.RUN_CREATED, ""),
+        (EventType.RUN_STARTED, ""),
+        (EventType.STEP_STARTED, "a"),
+        (EventType.TOOL_OUTPUT, "a"),
+        (EventType.TOOL_OUTPUT, "a"),
+        (EventType.STEP_SUCCEEDED, "a"),
+        (EventType.RUN_SUCCEEDED, ""),
+    ]
+    assert [e.data["text"] for e in events if e.type is EventType.TOOL_OUTPUT] == ["one", "two"]
+    # Without an output template the run's output is every step's output by id.
+    assert (await reload(store, run.run_id)).output == {"a": {"text": "a-out"}}
+
+
+async def test_resume_never_recomputes_a_journaled_step(store: RunStore, calls: FakeCalls) -> None:
+    run = await claimed(store, diamond())
+    first = FakeCalls()
+    first.script("a", output={"text": "from-journal"})
+    first.script("b", gate=asyncio.Event())  # never released: the first worker "crashes" here
+    first.script("c", gate=asyncio.Event())
+    engine = RunEngine(store, first, OWNER, Notes())
+    task = asyncio.create_task(engine.execute(run))
+    await first.wait_started("b")
+    await first.wait_started("c")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, SAFETY)
+    journaled = await reload(store, run.run_id)
+    assert journaled.state is RunState.RUNNING
+    assert {s.step_id: s.state for s in journaled.steps} == {
+        "a": StepState.SUCCEEDED,
+        "b": StepState.RUNNING,
+        "c": StepState.RUNNING,
+        "d": StepState.PENDING,
+    }
+    assert sorted(first.cancelled) == ["b", "c"]
+
+    # A fresh engine (same owner here; the lease is still held) picks up from the journal.
+    assert await execute(store, calls, journaled) is RunState.SUCCEEDED
+    assert "a" not in calls.called()
+    assert sorted(calls.called()) == ["b", "c", "d"]
+    assert calls.params("b") == {"prompt": "summarize from-journal"}
+    events = await all_events(store, run.run_id)
+    assert_contiguous(events)
+    assert types(events).count((EventType.RUN_STARTED, "")) == 1
+    assert types(events).count((EventType.STEP_STARTED, "a")) == 1
+    starts_b = [e.data for e in events if (e.type, e.step_id) == (EventType.STEP_STARTED, "b")]
+    assert starts_b == [{"attempt": 1}, {"attempt": 2}]
+    assert events[-1].type is EventType.RUN_SUCCEEDED
+
+
+async def test_resume_of_a_fully_journaled_run_makes_no_calls(store: RunStore, calls: FakeCalls) -> None:
+    run = await claimed(store, diamond())
+    assert await execute(store, FakeCalls(), run) is RunState.SUCCEEDED
+    done = await reload(store, run.run_id)
+    # Pretend the worker crashed just before RUN_SUCCEEDED: the journal has every result.
+    await store.transition(run.run_id, OWNER, [], run_values={"state": RunState.RUNNING.value})
+    events_before = await all_events(store, run.run_id)
+    done = await reload(store, run.run_id)
+    assert await execute(store, calls, done) is RunState.SUCCEEDED
+    assert calls.calls == []
+    events = await all_events(store, run.run_id)
+    assert events[: len(events_before)] == events_before
+    assert types(events[len(events_before) :]) == [(EventType.RUN_SUCCEEDED, "")]
+
+
+async def test_failed_step_fails_the_run_and_skips_downstream(store: RunStore, calls: FakeCalls) -> None:
+    error = {
+        "code": "FAILED_PRECONDITION",
+        "message": "tool exited 2",
+        "reason": "TOOL_FAILED",
+        "metadata": {},
+    }
+    calls.script("b", fail=error)
+    run = await claimed(store, diamond())
+
+    assert await execute(store, calls, run) is RunState.FAILED
+
+    assert "d" not in calls.called()
+    stored = await reload(store, run.run_id)
+    assert stored.state is RunState.FAILED
+    assert stored.error == error
+    assert stored.output is None
+    states = {s.step_id: s.state for s in stored.steps}
+    assert states["a"] is StepState.SUCCEEDED
+    assert states["b"] is StepState.FAILED
+    assert states["d"] is StepState.SKIPPED
+    # c was in flight or not yet started when b failed: either journaled or skipped, never left running.
+    assert states["c"] in (StepState.SUCCEEDED, StepState.SKIPPED)
+    assert next(s for s in stored.steps if s.step_id == "b").error == error
+
+    events = await all_events(store, run.run_id)
+    assert_contiguous(events)
+    failed = [e for e in events if e.type is EventType.STEP_FAILED]
+    assert [(e.step_id, e.data) for e in failed] == [("b", {"error": error})]
+    assert (EventType.STEP_STARTED, "d") not in types(events)
+    assert events[-1].type is EventType.RUN_FAILED
+    assert events[-1].run_state is RunState.FAILED
+    assert events[-1].data == {"error": error}
+
+    # Resuming a failed journal finishes it as failed again without calling anything.
+    assert await execute(store, FakeCalls(), await reload(store, run.run_id)) is RunState.FAILED
+
+
+async def test_sibling_in_flight_when_a_step_fails_is_journaled(store: RunStore, calls: FakeCalls) -> None:
+    gate = asyncio.Event()
+    calls.script(
+        "b", fail={"code": "ABORTED", "message": "no", "reason": "X", "metadata": {}}, rendezvous=("c",)
+    )
+    calls.script("c", gate=gate, rendezvous=("b",))
+    run = await claimed(store, diamond())
+    task = asyncio.create_task(execute(store, calls, run))
+    await calls.wait_started("c")
+    gate.set()
+    assert await asyncio.wait_for(task, SAFETY) is RunState.FAILED
+    states = {s.step_id: s.state for s in (await reload(store, run.run_id)).steps}
+    assert states == {
+        "a": StepState.SUCCEEDED,
+        "b": StepState.FAILED,
+        "c": StepState.SUCCEEDED,
+        "d": StepState.SKIPPED,
+    }
+    assert "d" not in calls.called()
+
+
+async def test_template_error_in_params_fails_the_step(store: RunStore, calls: FakeCalls) -> None:
+    plan = plan_of(
+        step("a"),
+        step("b", needs=("a",), value="{{ steps.a.output.missing }}"),
+        step("c", needs=("b",)),
+    )
+    run = await claimed(store, plan)
+    assert await execute(store, calls, run) is RunState.FAILED
+    assert calls.called() == ["a"]
+    stored = await reload(store, run.run_id)
+    assert stored.error is not None
+    assert stored.error["reason"] == "TEMPLATE_ERROR"
+    assert stored.error["code"] == "INVALID_ARGUMENT"
+    b = next(s for s in stored.steps if s.step_id == "b")
+    assert b.state is StepState.FAILED
+    assert b.error == stored.error
+    assert next(s for s in stored.steps if s.step_id == "c").state is StepState.SKIPPED
+    events = await all_events(store, run.run_id)
+    assert_contiguous(events)
+    assert (EventType.STEP_FAILED, "b") in types(events)
+    assert events[-1].type is EventType.RUN_FAILED
+
+
+async def test_output_template_error_fails_the_run(store: RunStore, calls: FakeCalls) -> None:
+    run = await claimed(store, plan_of(step("a"), output="{{ steps.nope.output }}"))
+    assert await execute(store, calls, run) is RunState.FAILED
+    stored = await reload(store, run.run_id)
+    assert stored.error is not None and stored.error["reason"] == "OUTPUT_TEMPLATE"
+    assert stored.steps[0].state is StepState.SUCCEEDED
+
+
+async def test_unknown_step_kind_fails_without_a_call(store: RunStore, calls: FakeCalls) -> None:
+    run = await claimed(store, plan_of(step("a", "agent")))
+    assert await execute(store, calls, run) is RunState.FAILED
+    assert calls.calls == []
+    stored = await reload(store, run.run_id)
+    assert stored.error is not None and stored.error["reason"] == "STEP_KIND"
+
+
+async def test_plan_with_unreachable_steps_fails(store: RunStore, calls: FakeCalls) -> None:
+    run = await claimed(store, plan_of(step("a"), step("b", needs=("ghost",))))
+    assert await execute(store, calls, run) is RunState.FAILED
+    stored = await reload(store, run.run_id)
+    assert stored.error is not None and stored.error["reason"] == "PLAN_STUCK"
+    assert {s.step_id: s.state for s in stored.steps} == {"a": StepState.SUCCEEDED, "b": StepState.SKIPPED}
+
+
+async def test_lease_lost_mid_step_raises_and_writes_nothing_more(store: RunStore, calls: FakeCalls) -> None:
+    gate = asyncio.Event()
+    calls.script("a", gate=gate)
+    run = await claimed(store, diamond())
+    engine = RunEngine(store, calls, OWNER, Notes())
+    task = asyncio.create_task(engine.execute(run))
+    await calls.wait_started("a")
+
+    # The lease runs out and another worker takes the run while `a` is blocked.
+    assert await store.renew(run.run_id, OWNER, -1) == (True, False)
+    assert await store.claim(run.run_id, "w2", 600)
+    before = await all_events(store, run.run_id)
+    gate.set()
+
+    with pytest.raises(LeaseLost):
+        await asyncio.wait_for(task, SAFETY)
+    assert await all_events(store, run.run_id) == before
+    stored = await reload(store, run.run_id)
+    assert stored.state is RunState.RUNNING
+    assert stored.last_seq == before[-1].seq
+    assert {s.step_id: s.state for s in stored.steps} == {
+        "a": StepState.RUNNING,
+        "b": StepState.PENDING,
+        "c": StepState.PENDING,
+        "d": StepState.PENDING,
+    }
+    assert calls.called() == ["a"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "RunEngine._walk re-raises LeaseLost (or any non-StepFailed exception) from a finished step "
+        "task without cancelling the sibling step tasks still in `running`: their calls keep running "
+        "on a run this worker no longer owns"
+    ),
+)
+async def test_lease_lost_cancels_sibling_calls_in_flight(store: RunStore, calls: FakeCalls) -> None:
+    gate = asyncio.Event()
+    calls.script("a", gate=gate, rendezvous=("b",))
+    calls.script("b", gate=asyncio.Event())  # blocks until cancelled
+    run = await claimed(store, plan_of(step("a"), step("b")))
+    task = asyncio.create_task(RunEngine(store, calls, OWNER, Notes()).execute(run))
+    await calls.wait_started("a")
+    await calls.wait_started("b")
+    assert await store.renew(run.run_id, OWNER, -1) == (True, False)
+    assert await store.claim(run.run_id, "w2", 600)
+    gate.set()
+    try:
+        with pytest.raises(LeaseLost):
+            await asyncio.wait_for(task, SAFETY)
+        assert calls.cancelled == ["b"]
+    finally:
+        calls.abandon()
