@@ -12,9 +12,13 @@ import grpc
 from agentflow.audit.v1 import audit_pb2, audit_pb2_grpc
 
 from agentflow_runtime import context
+from agentflow_runtime.outcomes import OUTCOMES
 from agentflow_runtime.protojson import struct_from_dict, timestamp, utcnow
 
 log = logging.getLogger("agentflow.audit")
+
+_REJECTED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED}
+"""Answers that a retry cannot change: the event is dropped (and logged), never retried forever."""
 
 
 class AuditSink:
@@ -44,6 +48,8 @@ class AuditSink:
         details: dict[str, Any] | None = None,
     ) -> None:
         """Queue one event; tenant and principal come from the current call context."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"audit outcome {outcome!r} is not one of {sorted(OUTCOMES)}")
         if self._stub is None:
             return
         ctx = context.current()
@@ -83,14 +89,37 @@ class AuditSink:
         while self._buffer and self._stub is not None:
             batch = [self._buffer[i] for i in range(min(self._batch_size, len(self._buffer)))]
             try:
-                await self._stub.AppendAuditEvents(
-                    audit_pb2.AppendAuditEventsRequest(audit_events=batch), timeout=10
-                )
+                await self._append(batch)
             except grpc.aio.AioRpcError as exc:
-                log.warning("audit append failed; will retry", extra={"fields": {"code": exc.code().name}})
-                return False
+                if exc.code() not in _REJECTED:
+                    log.warning(
+                        "audit append failed; will retry", extra={"fields": {"code": exc.code().name}}
+                    )
+                    return False
+                # One bad event must not hold back the rest: append one by one, drop what is refused.
+                if not await self._append_each(batch):
+                    return False
             for _ in batch:
                 self._buffer.popleft()
+        return True
+
+    async def _append(self, batch: list[audit_pb2.AuditEvent]) -> None:
+        assert self._stub is not None
+        await self._stub.AppendAuditEvents(audit_pb2.AppendAuditEventsRequest(audit_events=batch), timeout=10)
+
+    async def _append_each(self, batch: list[audit_pb2.AuditEvent]) -> bool:
+        """Append events singly; False when audit became unreachable (the batch stays buffered)."""
+        for event in batch:
+            try:
+                await self._append([event])
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in _REJECTED:
+                    return False
+                self.dropped += 1
+                log.error(
+                    "audit refused an event; dropped",
+                    extra={"fields": {"action": event.action, "code": exc.code().name, "why": exc.details()}},
+                )
         return True
 
     async def close(self) -> None:

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-OUTCOMES = frozenset({"ok", "denied", "error"})
-"""The outcomes an event may record."""
+from agentflow_runtime.outcomes import OUTCOMES
+
+__all__ = ["OUTCOMES", "AuditRecord", "NewAuditEvent"]
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ class AuditEvent(_message.Message):
     resource: _builtins.str
     """Resource acted on, e.g. `runs/r1`."""
     outcome: _builtins.str
-    """`ok`, `denied` or `error`."""
+    """`ok`, `denied`, `failed`, `cancelled` or `error`."""
     prev_hash: _builtins.str
     """Hash of the previous entry (hex); empty for the first."""
     hash: _builtins.str
