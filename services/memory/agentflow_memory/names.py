@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 from agentflow_runtime.errors import InvalidArgument
+from agentflow_runtime.names import MEMORY_ID
 
-MEMORY_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 PREFIX = "memories/"
 
 

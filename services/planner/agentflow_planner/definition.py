@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from agentflow_runtime.names import WORKFLOW_ID
 
 from . import graph
 from .step_params import COMMON_FIELDS, StepKind, normalize_params
@@ -55,7 +56,6 @@ __all__ = [
     "parse_definition",
 ]
 
-WORKFLOW_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 STEP_ID = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 WORKFLOW_KINDS = ("dag", "sequential")
 _TOP_FIELDS = frozenset({"id", "display_name", "description", "kind", "input", "steps", "output"})
@@ -231,7 +231,7 @@ def check_definition(
     workflow_id = data.get("id")
     if workflow_id is None:
         out.add("id", "is required")
-    elif not isinstance(workflow_id, str) or not WORKFLOW_ID.match(workflow_id):
+    elif not isinstance(workflow_id, str) or not WORKFLOW_ID.fullmatch(workflow_id):
         out.add("id", "must be 1-63 lowercase letters, digits or '-', starting with a letter")
     display_name = _optional_text(data, "display_name", out)
     description = _optional_text(data, "description", out)

@@ -11,10 +11,11 @@ from typing import Any
 
 from agentflow_runtime.db import Database
 from agentflow_runtime.errors import AlreadyExists, InvalidArgument
+from agentflow_runtime.names import WORKFLOW_ID
 
 from . import store
 from .compiler import Plan, compile_plan, plan_from_dict
-from .definition import WORKFLOW_ID, WorkflowDefinition, check_definition
+from .definition import WorkflowDefinition, check_definition
 from .violations import Violation
 
 __all__ = ["Validation", "WorkflowRegistry", "parse_workflow_name"]
@@ -34,7 +35,7 @@ class Validation:
 def parse_workflow_name(name: str) -> str:
     """The workflow id in `workflows/{id}`; InvalidArgument otherwise."""
     prefix, _, workflow_id = name.partition("/")
-    if prefix != "workflows" or not WORKFLOW_ID.match(workflow_id):
+    if prefix != "workflows" or not WORKFLOW_ID.fullmatch(workflow_id):
         raise InvalidArgument(
             f"{name!r} is not a workflow name", violations=[("name", "must be workflows/{workflow}")]
         )
@@ -86,7 +87,7 @@ class WorkflowRegistry:
             )
         definition = checked.definition
         workflow_id = workflow_id or definition.id
-        if not WORKFLOW_ID.match(workflow_id):
+        if not WORKFLOW_ID.fullmatch(workflow_id):
             raise InvalidArgument(
                 f"{workflow_id!r} is not a valid workflow id",
                 violations=[("workflow_id", "1-63 lowercase letters, digits or '-', starting with a letter")],

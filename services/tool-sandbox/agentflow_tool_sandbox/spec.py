@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-TOOL_ID_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,62}")
+from agentflow_runtime.names import TOOL_ID
+
+TOOL_ID_PATTERN = TOOL_ID
 """A tool id: lowercase letter first, then letters, digits or dashes; 63 characters at most."""
 
 ORIGIN_CATALOG = "catalog"

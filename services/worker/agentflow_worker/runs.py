@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from agentflow_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from agentflow_runtime.names import RUN_ID, WORKFLOW_ID
 from agentflow_runtime.protojson import utcnow
 
 from agentflow_worker.hub import EventHub
@@ -15,8 +16,8 @@ from agentflow_worker.model import Event, Plan, RunRecord, RunState
 from agentflow_worker.scheduler import Scheduler
 from agentflow_worker.store import RunStore
 
-_RUN_NAME = re.compile(r"^runs/([A-Za-z0-9][A-Za-z0-9_-]{0,63})$")
-_WORKFLOW_NAME = re.compile(r"^workflows/[a-z0-9][a-z0-9-]{0,62}$")
+_RUN_NAME = re.compile(rf"runs/({RUN_ID.pattern})")
+_WORKFLOW_NAME = re.compile(rf"workflows/{WORKFLOW_ID.pattern}")
 
 Compile = Callable[[str, int], Awaitable[Plan]]
 """Asks the planner for the plan of (workflow name, version)."""
@@ -24,7 +25,7 @@ Compile = Callable[[str, int], Awaitable[Plan]]
 
 def parse_run_name(name: str) -> str:
     """The run id of `runs/{run}`; InvalidArgument otherwise."""
-    match = _RUN_NAME.match(name)
+    match = _RUN_NAME.fullmatch(name)
     if match is None:
         raise InvalidArgument(
             f"{name!r} is not a run name", reason="INVALID_NAME", violations=[("name", "must be runs/{run}")]
@@ -50,7 +51,7 @@ class Runs:
         labels: dict[str, str],
         request_id: str,
     ) -> tuple[RunRecord, bool]:
-        if not _WORKFLOW_NAME.match(workflow):
+        if not _WORKFLOW_NAME.fullmatch(workflow):
             raise InvalidArgument(
                 f"{workflow!r} is not a workflow name",
                 reason="INVALID_NAME",
