@@ -70,7 +70,12 @@ class WorkerService:
             except grpc.aio.AioRpcError as exc:
                 raise from_rpc_error(exc) from exc
 
-        self.scheduler = Scheduler(store, MeshStepCalls(runtime.channels), hub.notify)
+        self.scheduler = Scheduler(
+            store,
+            MeshStepCalls(runtime.channels),
+            hub.notify,
+            on_finish=lambda run_id, _state: hub.forget(run_id),
+        )
         runs = Runs(store, self.scheduler, hub, compile_plan)
         runs_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(runs, runtime.audit), server)
         approvals_pb2_grpc.add_ApprovalServiceServicer_to_server(

@@ -7,17 +7,18 @@ from typing import Any
 
 from agentflow_runtime.db import Database
 from agentflow_runtime.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from agentflow_runtime.names import RUN_ID
 from agentflow_runtime.protojson import utcnow
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from agentflow_worker.tables import approvals
 
 DECIDING_ROLES = frozenset({"admin", "developer"})
-_NAME = re.compile(r"^approvals/([A-Za-z0-9][A-Za-z0-9_-]{0,63})$")
+_NAME = re.compile(rf"approvals/({RUN_ID.pattern})")
 
 
 def _parse(name: str) -> str:
-    match = _NAME.match(name)
+    match = _NAME.fullmatch(name)
     if match is None:
         raise InvalidArgument(
             f"{name!r} is not an approval name", violations=[("name", "must be approvals/{approval}")]
@@ -48,7 +49,19 @@ class Approvals:
         self, tenant: str, offset: int, limit: int, state: str = ""
     ) -> list[dict[str, Any]]:
         query = select(approvals).where(approvals.c.tenant == tenant)
-        if state:
+        now = utcnow()
+        if state == "EXPIRED":
+            query = query.where(
+                approvals.c.state == "PENDING",
+                approvals.c.expire_time.is_not(None),
+                approvals.c.expire_time <= now,
+            )
+        elif state == "PENDING":
+            query = query.where(
+                approvals.c.state == "PENDING",
+                or_(approvals.c.expire_time.is_(None), approvals.c.expire_time > now),
+            )
+        elif state:
             query = query.where(approvals.c.state == state)
         query = query.order_by(approvals.c.create_time.desc()).offset(offset).limit(limit)
         async with self.db.connect() as conn:
@@ -74,7 +87,11 @@ class Approvals:
         async with self.db.begin() as conn:
             result = await conn.execute(
                 update(approvals)
-                .where(approvals.c.approval_id == ticket["approval_id"], approvals.c.state == "PENDING")
+                .where(
+                    approvals.c.approval_id == ticket["approval_id"],
+                    approvals.c.state == "PENDING",
+                    or_(approvals.c.expire_time.is_(None), approvals.c.expire_time > now),
+                )
                 .values(
                     state="APPROVED" if approve else "REJECTED",
                     decided_by=principal,

@@ -116,6 +116,10 @@ class RunEngine:
                 elif isinstance(exc, StepFailed):
                     failure = failure or exc
                 else:
+                    # Lease lost or a crash: no sibling call may outlive this walk.
+                    for other in running:
+                        other.cancel()
+                    await asyncio.gather(*running, return_exceptions=True)
                     raise exc
         if running:
             # A sibling failed: let in-flight steps finish and journal; their results stay useful on replay.
@@ -147,6 +151,15 @@ class RunEngine:
         except StepFailed as exc:
             await self._step_failed(run, step, exc.error)
             raise
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            # A bug, not an outcome: journal it as a failure so the run ends instead of being
+            # reclaimed and re-executed in a loop. (Cancellation is not an Exception and passes.)
+            log.exception("step crashed", extra={"fields": {"step_id": step.id}})
+            error = error_json("INTERNAL", f"step {step.id} crashed: {type(exc).__name__}", "STEP_CRASHED")
+            await self._step_failed(run, step, error)
+            raise StepFailed(error) from exc
         await self._write(
             run,
             EventType.STEP_SUCCEEDED,

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 
 
 class EventHub:
     """A version counter per run; watchers wait for it to move past what they saw."""
 
     def __init__(self) -> None:
-        self._versions: dict[str, int] = defaultdict(int)
+        self._versions: dict[str, int] = {}
         self._changed = asyncio.Condition()
 
     def version(self, run_id: str) -> int:
-        return self._versions[run_id]
+        return self._versions.get(run_id, 0)
 
     async def notify(self, run_id: str) -> None:
         async with self._changed:
-            self._versions[run_id] += 1
+            self._versions[run_id] = self._versions.get(run_id, 0) + 1
             self._changed.notify_all()
 
     async def wait(self, run_id: str, seen: int, timeout: float) -> None:
@@ -26,7 +25,7 @@ class EventHub:
         async with self._changed:
             try:
                 await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._versions[run_id] != seen), timeout=timeout
+                    self._changed.wait_for(lambda: self._versions.get(run_id, 0) != seen), timeout=timeout
                 )
             except TimeoutError:
                 return

@@ -148,6 +148,7 @@ class MeshStepCalls:
                 text=str(params.get("text") or ""),
                 labels=labels,
                 ttl_seconds=int(params.get("ttl_seconds") or 0),
+                metadata=struct_from_dict(params.get("metadata") or None),
             )
             put = await self.memories.PutMemory(memory_pb2.PutMemoryRequest(memory=memory), timeout=timeout)
             return {"name": put.name, "text": put.text, "subject": put.subject}

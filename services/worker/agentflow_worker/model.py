@@ -112,6 +112,7 @@ class RunRecord:
     output_tokens: int = 0
     last_seq: int = 0
     cancel_requested: bool = False
+    cancel_reason: str = ""
     end_time: datetime | None = None
     steps: list[StepRecord] = field(default_factory=list)
 

@@ -90,7 +90,7 @@ class Scheduler:
             cancel_seen = asyncio.Event()
             heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(run_id, work, cancel_seen))
             if run.cancel_requested:
-                state = await engine.cancel(run, "cancelled on request")
+                state = await engine.cancel(run, run.cancel_reason)
             else:
                 try:
                     state = await engine.execute(run)
@@ -99,7 +99,11 @@ class Scheduler:
                         raise
                     fresh = await self.store.get(run_id)
                     assert fresh is not None
-                    state = await engine.cancel(fresh, "cancelled on request")
+                    if fresh.state.final:
+                        # The run finished before the cancel request was seen: keep its outcome.
+                        state = fresh.state
+                    else:
+                        state = await engine.cancel(fresh, fresh.cancel_reason)
             log.info("run finished", extra={"fields": {"state": state.value}})
             if self.on_finish is not None:
                 self.on_finish(run_id, state)

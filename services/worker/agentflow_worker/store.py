@@ -280,6 +280,7 @@ def _run(row: Any) -> RunRecord:
         output_tokens=int(row["output_tokens"] or 0),
         last_seq=int(row["last_seq"] or 0),
         cancel_requested=bool(row["cancel_requested"]),
+        cancel_reason=row["cancel_reason"] or "",
         end_time=row["end_time"],
     )
 

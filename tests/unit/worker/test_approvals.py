@@ -97,14 +97,6 @@ async def test_list_tickets_by_tenant_and_stored_state(db: Database) -> None:
     assert [_name(t) for t in await book.list_tickets(tenant, 0, 10, "PENDING")] == [pending]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Approvals.list_tickets filters on the stored state column, but EXPIRED is only computed "
-        "on read (_current): state=EXPIRED finds nothing and state=PENDING returns expired tickets "
-        "shown as EXPIRED"
-    ),
-)
 async def test_list_tickets_filters_on_the_state_it_reports(db: Database) -> None:
     book = Approvals(db)
     tenant = f"t-{uuid.uuid4().hex[:8]}"

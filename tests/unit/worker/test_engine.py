@@ -320,14 +320,6 @@ async def test_lease_lost_mid_step_raises_and_writes_nothing_more(store: RunStor
     assert calls.called() == ["a"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "RunEngine._walk re-raises LeaseLost (or any non-StepFailed exception) from a finished step "
-        "task without cancelling the sibling step tasks still in `running`: their calls keep running "
-        "on a run this worker no longer owns"
-    ),
-)
 async def test_lease_lost_cancels_sibling_calls_in_flight(store: RunStore, calls: FakeCalls) -> None:
     gate = asyncio.Event()
     calls.script("a", gate=gate, rendezvous=("b",))
@@ -345,3 +337,18 @@ async def test_lease_lost_cancels_sibling_calls_in_flight(store: RunStore, calls
         assert calls.cancelled == ["b"]
     finally:
         calls.abandon()
+
+
+async def test_a_crashing_step_fails_the_run_instead_of_looping(store: RunStore, calls: FakeCalls) -> None:
+    """A bug in a step call (a KeyError) is journaled as STEP_CRASHED: the run ends, nothing retries it."""
+    plan = plan_of(step("a"), step("b", needs=("a",)), step("c", needs=("b",)))
+    calls.script("b", crash=KeyError("role"))
+    run = await claimed(store, plan)
+    assert await execute(store, calls, run) is RunState.FAILED
+    assert calls.called() == ["a", "b"]
+    stored = await reload(store, run.run_id)
+    assert stored.error is not None and stored.error["reason"] == "STEP_CRASHED"
+    assert {s.step_id: s.state for s in stored.steps}["b"] is StepState.FAILED
+    # The failure is final: a fresh engine over the same journal does not call anything again.
+    assert await execute(store, calls, stored) is RunState.FAILED
+    assert calls.called() == ["a", "b"]

@@ -209,15 +209,6 @@ async def test_lease_taken_by_another_worker_stops_the_run_and_its_calls(
     assert await store.renew(run.run_id, "thief", 600) == (True, False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Scheduler._execute cancels a run whose cancel request arrives after the engine journaled "
-        "RUN_SUCCEEDED (heartbeat cancels the task while it still awaits, e.g. notify): it calls "
-        "engine.cancel() on a run that is already final, appending RUN_CANCELLED after RUN_SUCCEEDED "
-        "and flipping the stored state to CANCELLED"
-    ),
-)
 async def test_cancel_after_completion_does_not_overwrite_the_final_state(
     store: RunStore, calls: FakeCalls, workers: Workers
 ) -> None:
