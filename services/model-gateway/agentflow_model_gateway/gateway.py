@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from agentflow_runtime.db import Database
-from agentflow_runtime.errors import InvalidArgument
+from agentflow_runtime.errors import FailedPrecondition, InvalidArgument
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import store
@@ -83,6 +85,30 @@ def _name(model: ModelConfig) -> str:
     return f"models/{model.alias}"
 
 
+def _request_digest(
+    model: str, messages: Sequence[ChatMessage], max_tokens: int | None, temperature: float | None
+) -> str:
+    """What makes two completion requests the same request, hashed."""
+    body = {
+        "model": model,
+        "messages": [[m.role, m.content] for m in messages],
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _replay(recorded: dict[str, Any], digest: str, key: str) -> CompleteResult:
+    """The recorded answer for a repeated key; a key reused for a different request is refused."""
+    if recorded.get("request_digest", digest) != digest:
+        raise FailedPrecondition(
+            "idempotency key was already used for a different request",
+            reason="IDEMPOTENCY_KEY_REUSED",
+            metadata={"idempotency_key": key},
+        )
+    return CompleteResult.from_record(recorded, replayed=True)
+
+
 class ModelGateway:
     """See the module docstring."""
 
@@ -106,11 +132,12 @@ class ModelGateway:
         """Completes a conversation; a repeated idempotency key returns the recorded result."""
         model, provider = self._router.resolve(model_name)
         _check_messages(messages)
+        digest = _request_digest(model.alias, messages, max_tokens, temperature)
         if call.idempotency_key:
             async with self._db.connect() as conn:
                 recorded = await store.find_by_key(conn, call.tenant, call.idempotency_key)
             if recorded is not None:
-                return CompleteResult.from_record(recorded, replayed=True)
+                return _replay(recorded, digest, call.idempotency_key)
         request = CompletionRequest(model.provider_model, list(messages), max_tokens, temperature)
         completion = await provider.complete(request)
         result = CompleteResult(
@@ -120,12 +147,13 @@ class ModelGateway:
             completion.usage,
             model.cost_usd(completion.usage),
         )
+        record = {**result.to_record(), "request_digest": digest}
         async with self._db.begin() as conn:
-            if await self._record(conn, model, "complete", result.usage, call, result.to_record()):
+            if await self._record(conn, model, "complete", result.usage, call, record):
                 return result
             # Another call with the same key recorded first: answer as it did.
             recorded = await store.find_by_key(conn, call.tenant, call.idempotency_key)
-        return CompleteResult.from_record(recorded or result.to_record(), replayed=True)
+        return _replay(recorded or record, digest, call.idempotency_key)
 
     async def stream(
         self,

@@ -17,7 +17,7 @@ from agentflow_model_gateway.providers.local import LocalProvider
 from agentflow_model_gateway.routing import Router
 from agentflow_model_gateway.store import metadata, usage
 from agentflow_runtime.db import Database
-from agentflow_runtime.errors import InvalidArgument, NotFound
+from agentflow_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from sqlalchemy import select
 
 PRICED = ModelConfig("priced", "local", "local", input_price_per_mtok=2.0, output_price_per_mtok=10.0)
@@ -102,6 +102,18 @@ async def test_repeated_key_replays_without_calling_the_provider(
         ("acme", "complete", "runs/r1/draft"),
         ("globex", "complete", "runs/r1/draft"),
     ]
+
+
+async def test_key_reused_for_a_different_request_is_refused(
+    gateway: ModelGateway, provider: CountingProvider
+) -> None:
+    call = CallInfo("acme", idempotency_key="runs/r9/draft")
+    await gateway.complete("priced", MESSAGES, call)
+    different = [ChatMessage("user", "an entirely different question")]
+    with pytest.raises(FailedPrecondition) as caught:
+        await gateway.complete("priced", different, call)
+    assert caught.value.reason == "IDEMPOTENCY_KEY_REUSED"
+    assert provider.calls == 1
 
 
 async def test_unkeyed_calls_are_each_recorded(
