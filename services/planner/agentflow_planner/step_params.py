@@ -17,17 +17,17 @@ Integer parameters accept a whole `{{ ... }}` template in place of a number.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
+
+from agentflow_runtime.names import TOOL_ID
 
 from .violations import Violations
 
 __all__ = ["COMMON_FIELDS", "StepKind", "normalize_params"]
 
-COMMON_FIELDS = frozenset({"id", "kind", "needs", "description"})
-_TOOL_NAME = re.compile(r"^[a-z][a-z0-9._-]{0,62}$")
+COMMON_FIELDS = frozenset({"id", "kind", "needs", "description", "timeout_seconds"})
 _ROLES = ("system", "user", "assistant")
 _MEMORY_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # op: (required, optional)
@@ -125,8 +125,8 @@ def _tool(params: Mapping[str, Any], path: str, out: Violations) -> dict[str, An
     name = params.get("tool")
     if name is None:
         out.add(f"{path}.tool", "a tool step needs `tool`, the name of a registered tool")
-    elif not isinstance(name, str) or not _TOOL_NAME.match(name):
-        out.add(f"{path}.tool", "must be a tool name (lowercase letters, digits, '.', '_' or '-')")
+    elif not isinstance(name, str) or not TOOL_ID.fullmatch(name.removeprefix("tools/")):
+        out.add(f"{path}.tool", "must be a tool name: a lowercase letter, then letters, digits or '-'")
     arguments = params.get("arguments", {})
     if not isinstance(arguments, Mapping):
         out.add(f"{path}.arguments", "must be an object")
@@ -168,5 +168,15 @@ _NORMALIZERS: dict[StepKind, Callable[[Mapping[str, Any], str, Violations], dict
 
 
 def normalize_params(kind: StepKind, step: Mapping[str, Any], path: str, out: Violations) -> dict[str, Any]:
-    """Checks a step's kind-specific fields (reporting into `out`) and returns their normalised form."""
-    return _NORMALIZERS[kind](step, path, out)
+    """Checks a step's kind-specific fields (reporting into `out`) and returns their normalised form.
+
+    `timeout_seconds`, valid on every kind, bounds the step's call and travels with its params.
+    """
+    params = _NORMALIZERS[kind](step, path, out)
+    if "timeout_seconds" in step:
+        value = step["timeout_seconds"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 86_400:
+            out.add(f"{path}.timeout_seconds", "must be a number of seconds above 0 and at most 86400")
+        else:
+            params["timeout_seconds"] = value
+    return params

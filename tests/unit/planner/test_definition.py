@@ -162,3 +162,19 @@ def test_parse_definition_raises_with_all_violations() -> None:
     with pytest.raises(DefinitionError) as info:
         parse_definition({"steps": [{"id": "a"}]})
     assert {v.field for v in info.value.violations} == {"id", "steps[0].kind"}
+
+
+def test_timeout_seconds_is_checked_and_kept_on_every_kind() -> None:
+    from agentflow_planner.compiler import compile_plan
+    from agentflow_planner.definition import check_definition
+
+    good = {
+        "id": "t",
+        "steps": [{"id": "a", "kind": "tool", "tool": "word-count", "timeout_seconds": 5}],
+    }
+    definition, violations = check_definition(good)
+    assert definition is not None and not violations
+    assert compile_plan(definition).steps[0].params["timeout_seconds"] == 5
+    bad = {"id": "t", "steps": [{"id": "a", "kind": "tool", "tool": "word-count", "timeout_seconds": -1}]}
+    _, violations = check_definition(bad)
+    assert [v.field for v in violations] == ["steps[0].timeout_seconds"]
