@@ -28,6 +28,8 @@ SERVICES: tuple[str, ...] = (
 DEFAULT_BASE_PORT = 50050
 METRICS_PORT_OFFSET = 1000
 DEFAULT_HTTP_PORT = 8080
+DEV_JWT_SECRET = "agentflow-dev-secret-change-me-in-production"
+"""Public, for local use only: the gateway warns at start while it is in use."""
 
 
 class Settings(BaseSettings):
@@ -43,9 +45,10 @@ class Settings(BaseSettings):
     http_port: int = Field(DEFAULT_HTTP_PORT, description="REST/JSON edge port of the gateway")
     data_dir: Path = Path(".agentflow")
     database_url: str | None = Field(None, description="SQLAlchemy URL; unset = one SQLite file per service")
+    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = local mode in data_dir")
     cert_dir: Path | None = None
     catalog_dir: Path = Path("catalog")
-    jwt_secret: str = "agentflow-dev-secret-change-me-in-production"
+    jwt_secret: str = DEV_JWT_SECRET
     log_level: str = "INFO"
     drain_seconds: float = 5.0
     metrics_enabled: bool = True

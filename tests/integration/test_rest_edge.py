@@ -269,4 +269,7 @@ def test_audit_chain_records_runs_and_verifies(edge: str, token: str, workflow: 
 
 def test_unknown_path_is_404_status(edge: str, token: str) -> None:
     reply = httpx.get(f"{edge}/v1/nothing-here", headers=auth(token), timeout=30)
-    assert_status_body(reply, 404, 5)
+    assert error_info(assert_status_body(reply, 404, 5))["reason"] == "ROUTE_NOT_FOUND"
+    wrong_method = httpx.delete(f"{edge}/v1/runs", headers=auth(token), timeout=30)
+    assert error_info(assert_status_body(wrong_method, 405, 12))["reason"] == "METHOD_NOT_ALLOWED"
+    assert "GET" in wrong_method.headers["allow"]

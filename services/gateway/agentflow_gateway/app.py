@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Generator, Sequence
 
 import grpc
 import uvicorn
 from agentflow_runtime import descriptors
 from agentflow_runtime.server import Runtime
-from agentflow_runtime.settings import Settings
+from agentflow_runtime.settings import DEV_JWT_SECRET, Settings
 
 from agentflow_gateway.auth import Authenticator, HS256Verifier, Verifier
 from agentflow_gateway.backends import Backends
@@ -23,6 +24,8 @@ from agentflow_gateway.passthrough import PassthroughHandler
 from agentflow_gateway.routes import build_methods, build_routes
 
 __all__ = ["GatewayService", "build"]
+
+log = logging.getLogger("agentflow.gateway")
 
 
 class _EdgeServer(uvicorn.Server):
@@ -49,6 +52,8 @@ class GatewayService:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, server: grpc.aio.Server, runtime: Runtime) -> None:
+        if self.settings.jwt_secret == DEV_JWT_SECRET:
+            log.warning("the REST edge accepts tokens signed with the public dev secret; set AF_JWT_SECRET")
         backends = Backends(runtime.channels)
         server.add_generic_rpc_handlers((PassthroughHandler(self.methods, backends, self.authenticator),))
         app = GatewayApp(self.routes, backends, self.authenticator)

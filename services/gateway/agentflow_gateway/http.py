@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 import orjson
-from agentflow_runtime.errors import InvalidArgument
+from agentflow_runtime.errors import AgentFlowError, InvalidArgument, NotFound
 from google.protobuf import message
 from google.rpc import code_pb2, status_pb2
 
@@ -39,6 +39,13 @@ _JSON = (b"content-type", b"application/json")
 _NDJSON = (b"content-type", b"application/x-ndjson")
 _FORWARDED_HEADERS = frozenset({b"traceparent", b"tracestate"})
 _HEALTH_BODY = b'{"status":"SERVING"}'
+
+
+class _Unimplemented(AgentFlowError):
+    """405: the path exists, not with this HTTP method."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+    default_reason = "METHOD_NOT_ALLOWED"
 
 
 class _ClientGoneError(Exception):
@@ -114,11 +121,15 @@ class GatewayApp:
     async def _no_route(self, send: Send, path: str) -> None:
         allowed = self._routes.allowed_methods(path)
         if allowed:
-            status = status_pb2.Status(code=code_pb2.UNIMPLEMENTED, message="method not allowed")
+            status = _Unimplemented(
+                "method not allowed", reason="METHOD_NOT_ALLOWED", metadata={"allow": ", ".join(allowed)}
+            ).to_status()
             allow = (b"allow", ", ".join(allowed).encode())
             await _send_body(send, 405, status_json(status), (_JSON, allow))
         else:
-            status = status_pb2.Status(code=code_pb2.NOT_FOUND, message=f"no route for {path}")
+            status = NotFound(
+                f"no route for {path}", reason="ROUTE_NOT_FOUND", metadata={"path": path}
+            ).to_status()
             await _send_body(send, 404, status_json(status), (_JSON,))
 
     async def _unary(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 
 import grpc
 from agentflow.memory.v1 import memory_pb2, memory_pb2_grpc
@@ -67,5 +66,5 @@ class MemoryService:
 
 
 def build(settings: Settings) -> MemoryService:
-    """The memory service for `af serve memory`; a Qdrant server is used when AF_QDRANT_URL is set."""
-    return MemoryService(settings, qdrant_url=os.environ.get("AF_QDRANT_URL") or None)
+    """The memory service for `af serve memory`; a Qdrant server is used when `qdrant_url` is set."""
+    return MemoryService(settings, qdrant_url=settings.qdrant_url)
