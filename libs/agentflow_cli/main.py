@@ -6,10 +6,11 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import orjson
 from agentflow_runtime.certs import CLIENT_IDENTITY, init_dev_certs
-from agentflow_runtime.settings import SERVICES, load_settings
+from agentflow_runtime.settings import SERVICES, Settings, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,6 +27,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("workflow")
     run.add_argument("--input", default="{}", help="run input as JSON")
     run.add_argument("--token", help="bearer token (default: a dev token from the settings' secret)")
+    watch = sub.add_parser("watch", help="stream a run's events (resumable with --after)")
+    watch.add_argument("run", help="runs/<id> or <id>")
+    watch.add_argument("--after", type=int, default=0, help="only events after this sequence number")
+    watch.add_argument("--token", help="bearer token (default: a dev token from the settings' secret)")
+    audit = sub.add_parser("audit", help="verify or export the audit chain")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="verify the chain (the service's, or an export with --file)")
+    verify.add_argument("--file", type=Path, help="an export to verify offline, without any service")
+    export = audit_sub.add_parser("export", help="write every event as JSON lines")
+    export.add_argument("out", type=Path)
     sub.add_parser("demo", help="start the mesh, run the demo workflow through the edge, stop")
     token = sub.add_parser("token", help="print a dev bearer token")
     token.add_argument("--tenant", default="default")
@@ -66,6 +77,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "run":
         return asyncio.run(_run(settings, args.workflow, args.input, args.token))
+    if args.command == "watch":
+        return asyncio.run(_watch(settings, args.run, args.after, args.token))
+    if args.command == "audit":
+        from agentflow_cli import audit_cmd
+
+        if args.audit_command == "export":
+            return asyncio.run(audit_cmd.export(settings, args.out))
+        if args.file is not None:
+            return audit_cmd.verify_file(args.file)
+        return asyncio.run(audit_cmd.verify_online(settings))
     if args.command == "demo":
         from agentflow_cli.demo import demo
 
@@ -73,14 +94,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-async def _run(settings: object, workflow: str, raw_input: str, token: str | None) -> int:
-    from agentflow_runtime.settings import Settings
+async def _watch(settings: Settings, run: str, after: int, token: str | None) -> int:
+    from agentflow_cli.rest import EdgeClient
+    from agentflow_cli.tokens import dev_token
+    from agentflow_cli.watch import watch
 
+    client = EdgeClient(f"http://{settings.host}:{settings.http_port}", token or dev_token(settings))
+    try:
+        return await watch(client, run, after)
+    finally:
+        await client.close()
+
+
+async def _run(settings: Settings, workflow: str, raw_input: str, token: str | None) -> int:
     from agentflow_cli.rest import EdgeClient, EdgeError
     from agentflow_cli.runs import run_workflow
     from agentflow_cli.tokens import dev_token
 
-    assert isinstance(settings, Settings)
     try:
         run_input = orjson.loads(raw_input)
     except orjson.JSONDecodeError as exc:
