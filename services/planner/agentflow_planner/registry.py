@@ -14,8 +14,9 @@ from agentflow_runtime.errors import AlreadyExists, InvalidArgument
 from agentflow_runtime.names import WORKFLOW_ID
 
 from . import store
-from .compiler import Plan, compile_plan, plan_from_dict
+from .compiler import Plan, compile_plan
 from .definition import WorkflowDefinition, check_definition
+from .version_cache import VersionCache
 from .violations import Violation
 
 __all__ = ["Validation", "WorkflowRegistry", "parse_workflow_name"]
@@ -63,8 +64,9 @@ def _read_catalog(directory: Path) -> list[tuple[Path, str]]:
 class WorkflowRegistry:
     """Creates, reads and compiles the workflows of each tenant."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, cache: VersionCache | None = None) -> None:
         self._db = db
+        self._cache = cache or VersionCache()
 
     async def create(
         self,
@@ -94,7 +96,7 @@ class WorkflowRegistry:
             )
         plan = compile_plan(definition, version=1, workflow_id=workflow_id)
         async with self._db.begin() as conn:
-            return await store.create_workflow(
+            record = await store.create_workflow(
                 conn,
                 tenant=tenant,
                 workflow_id=workflow_id,
@@ -104,10 +106,23 @@ class WorkflowRegistry:
                 plan=plan.to_dict(),
                 plan_hash=plan.plan_hash,
             )
+        self._cache.put(record, latest=True)
+        return record
 
     async def get(self, tenant: str, workflow_id: str, version: int = 0) -> store.StoredWorkflow:
+        return (await self._version(tenant, workflow_id, version))[0]
+
+    async def _version(
+        self, tenant: str, workflow_id: str, version: int
+    ) -> tuple[store.StoredWorkflow, Plan]:
+        """A stored version and its plan, from the cache when this replica has read it before."""
+        key = (tenant, workflow_id)
+        cached = self._cache.get(key, self._cache.resolve(key, version))
+        if cached is not None:
+            return cached
         async with self._db.connect() as conn:
-            return await store.get_workflow(conn, tenant=tenant, workflow_id=workflow_id, version=version)
+            record = await store.get_workflow(conn, tenant=tenant, workflow_id=workflow_id, version=version)
+        return self._cache.put(record, latest=version == 0)
 
     async def list_page(
         self, tenant: str, offset: int, limit: int
@@ -119,7 +134,7 @@ class WorkflowRegistry:
         """The plan of a stored version (0: the latest), compiled when it was stored."""
         if version < 0:
             raise InvalidArgument("version must not be negative", violations=[("version", "negative")])
-        return plan_from_dict((await self.get(tenant, workflow_id, version)).plan)
+        return (await self._version(tenant, workflow_id, version))[1]
 
     async def seed(self, tenant: str, directory: Path) -> list[str]:
         """Creates each `*.yaml` workflow of `directory` the tenant lacks; returns the ids created.
