@@ -18,6 +18,8 @@ RULES: Mapping[str, frozenset[str]] = {
     "/agentflow.audit.v1.AuditIngestService/AppendAuditEvents": MESH_SERVICES - {"audit"},
     # Tools execute for a run (worker) or for an MCP client through the edge (gateway), nobody else.
     "/agentflow.tools.v1.ToolService/ExecuteTool": frozenset({"worker", "gateway"}),
+    # Who may start an execution may stop it (a run's cancellation, a step timeout).
+    "/agentflow.tools.v1.ToolService/CancelToolExecution": frozenset({"worker", "gateway"}),
 }
 """Methods with a narrower allow-list than `ANY_PEER`; every other method admits `ANY_PEER`."""
 

@@ -37,7 +37,8 @@ class Result:
     """How an execution ended; always the last event.
 
     `exit_code` is negative when a signal killed the process (-9 after a wall-time or output-cap kill).
-    `output` is stdout parsed as JSON when it is JSON, else the stdout text.
+    `output` is stdout parsed as JSON when it is JSON, else the stdout text. `cancelled` when
+    CancelToolExecution stopped it (or stopped its key before it started).
     """
 
     exit_code: int
@@ -47,6 +48,7 @@ class Result:
     stderr: str = ""
     usage: Usage = Usage()
     replayed: bool = False
+    cancelled: bool = False
 
     def as_replayed(self) -> Result:
         """This result, marked as answered from an execution record."""
@@ -55,7 +57,7 @@ class Result:
     @property
     def succeeded(self) -> bool:
         """Exited 0 within its limits."""
-        return self.exit_code == 0 and not self.timed_out and not self.truncated
+        return self.exit_code == 0 and not (self.timed_out or self.truncated or self.cancelled)
 
 
 Event = Chunk | Result

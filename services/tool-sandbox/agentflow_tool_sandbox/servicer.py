@@ -83,6 +83,26 @@ class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
         finally:
             self._audit(request, tool.name, args_digest(arguments), result, ended)
 
+    async def CancelToolExecution(
+        self, request: tools_pb2.CancelToolExecutionRequest, ctx: Ctx
+    ) -> tools_pb2.CancelToolExecutionResponse:
+        tool_id = _tool_id(request.name)
+        problems = []
+        if not request.idempotency_key:
+            problems.append(("idempotency_key", "required: only keyed executions outlive their caller"))
+        elif len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY:
+            problems.append(("idempotency_key", f"at most {MAX_IDEMPOTENCY_KEY} characters"))
+        if problems:
+            raise InvalidArgument("a cancel needs the execution's idempotency key", violations=problems)
+        state = await self.executions.cancel(context.current().tenant, tool_id, request.idempotency_key)
+        self.audit.record(
+            "tool.cancel_execution",
+            request.name,
+            "ok",
+            details={"idempotency_key": request.idempotency_key, "state": state},
+        )
+        return tools_pb2.CancelToolExecutionResponse(state=state)
+
     def _audit(
         self,
         request: tools_pb2.ExecuteToolRequest,

@@ -21,6 +21,7 @@ from sqlalchemy import (
     delete,
     insert,
     select,
+    update,
 )
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
@@ -59,6 +60,24 @@ executions = Table(
     Column("stderr", LargeBinary, nullable=False),
     Column("create_time", UtcDateTime(), nullable=False),
 )
+
+running_executions = Table(
+    "running_executions",
+    metadata,
+    Column("tenant", String(128), primary_key=True),
+    Column("idempotency_key", String(256), primary_key=True),
+    Column("tool_id", String(63), nullable=False),
+    Column("args_digest", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("owner", String(64), nullable=False),
+    Column("heartbeat", UtcDateTime(), nullable=False),
+)
+"""In-progress markers of keyed executions (a table of its own, so existing `executions` tables need no
+migration). Written before the process starts, refreshed by the owning sandbox instance while it runs,
+deleted in the transaction that records the finished execution."""
+
+RUNNING = "RUNNING"
+CANCELLING = "CANCELLING"
 
 
 class ToolStore:
@@ -124,8 +143,21 @@ class ExecutionRecord:
     stderr: bytes
 
 
+@dataclass(frozen=True)
+class Marker:
+    """A keyed execution in progress: who runs it (a sandbox instance id) and when it last said so."""
+
+    tenant: str
+    idempotency_key: str
+    tool_id: str
+    args_digest: str
+    state: str
+    owner: str
+    heartbeat: datetime
+
+
 class ExecutionStore:
-    """Execution records by (tenant, idempotency key)."""
+    """Execution records by (tenant, idempotency key), and the markers of keyed executions in progress."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -168,6 +200,96 @@ class ExecutionStore:
             return False
         return True
 
+    async def finish(self, record: ExecutionRecord, owner: str | None) -> bool:
+        """Record a finished execution and drop its marker (`owner`'s, or anyone's when None) at once.
+
+        False when the key was recorded meanwhile (the first record stays; the marker goes either way).
+        """
+        drop = delete(running_executions).where(
+            running_executions.c.tenant == record.tenant,
+            running_executions.c.idempotency_key == record.idempotency_key,
+        )
+        if owner is not None:
+            drop = drop.where(running_executions.c.owner == owner)
+        recorded = await self.put(record)
+        async with self.engine.begin() as conn:
+            await conn.execute(drop)
+        return recorded
+
+    async def finish_marker(self, tenant: str, key: str, owner: str) -> None:
+        """Drop the owner's marker without recording anything."""
+        query = delete(running_executions).where(
+            running_executions.c.tenant == tenant,
+            running_executions.c.idempotency_key == key,
+            running_executions.c.owner == owner,
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(query)
+
+    async def marker(self, tenant: str, key: str) -> Marker | None:
+        """The in-progress marker of a key, if any."""
+        query = select(running_executions).where(
+            running_executions.c.tenant == tenant, running_executions.c.idempotency_key == key
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return Marker(
+            row.tenant, row.idempotency_key, row.tool_id, row.args_digest, row.state, row.owner, row.heartbeat
+        )
+
+    async def claim(self, marker: Marker) -> bool:
+        """Insert a marker before starting the process; False when another caller claimed the key first."""
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(running_executions).values(**marker.__dict__))
+        except IntegrityError:
+            return False
+        return True
+
+    async def take_over(self, tenant: str, key: str, owner: str, stale_before: datetime) -> bool:
+        """Become the owner of a marker whose owner stopped heartbeating (one conditional UPDATE)."""
+        query = (
+            update(running_executions)
+            .where(
+                running_executions.c.tenant == tenant,
+                running_executions.c.idempotency_key == key,
+                running_executions.c.state == RUNNING,
+                running_executions.c.heartbeat < stale_before,
+            )
+            .values(owner=owner, heartbeat=datetime.now(UTC))
+        )
+        async with self.engine.begin() as conn:
+            return bool((await conn.execute(query)).rowcount == 1)
+
+    async def beat(self, tenant: str, key: str, owner: str) -> str | None:
+        """Refresh the owner's heartbeat; the marker's state (CANCELLING asks the owner to kill), or None
+        when the marker is no longer this owner's."""
+        query = (
+            update(running_executions)
+            .where(
+                running_executions.c.tenant == tenant,
+                running_executions.c.idempotency_key == key,
+                running_executions.c.owner == owner,
+            )
+            .values(heartbeat=datetime.now(UTC))
+            .returning(running_executions.c.state)
+        )
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else str(row.state)
+
+    async def request_cancel(self, tenant: str, key: str) -> bool:
+        """Ask the owner of a running key (maybe another sandbox instance) to kill it at its next beat."""
+        query = (
+            update(running_executions)
+            .where(running_executions.c.tenant == tenant, running_executions.c.idempotency_key == key)
+            .values(state=CANCELLING)
+        )
+        async with self.engine.begin() as conn:
+            return bool((await conn.execute(query)).rowcount == 1)
+
 
 def result_to_json(result: Result) -> dict[str, Any]:
     """A result as a JSON document (output kept as the JSON value or text it was)."""
@@ -182,6 +304,7 @@ def result_to_json(result: Result) -> dict[str, Any]:
             "max_rss_bytes": result.usage.max_rss_bytes,
             "wall_seconds": result.usage.wall_seconds,
         },
+        "cancelled": result.cancelled,
     }
 
 
@@ -194,6 +317,7 @@ def result_from_json(data: dict[str, Any]) -> Result:
         truncated=bool(data.get("truncated")),
         output=data.get("output"),
         stderr=str(data.get("stderr", "")),
+        cancelled=bool(data.get("cancelled")),
         usage=Usage(
             cpu_seconds=float(usage.get("cpu_seconds", 0.0)),
             max_rss_bytes=int(usage.get("max_rss_bytes", 0)),

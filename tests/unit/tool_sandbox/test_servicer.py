@@ -161,3 +161,41 @@ async def test_a_client_cancel_kills_the_tool_and_audits_it(
             break
         await asyncio.sleep(0.05)
     assert audit.events[-1][2] == "cancelled"
+
+
+async def test_a_keyed_call_outlives_its_stream_until_cancel_tool_execution(
+    stub: tools_pb2_grpc.ToolServiceAsyncStub, audit: FakeAudit
+) -> None:
+    request = tools_pb2.ExecuteToolRequest(
+        name="tools/ticker",
+        arguments=struct_from_dict({"count": 1000, "interval": 0.05}),
+        idempotency_key="run-1/a/1",
+    )
+    call = stub.ExecuteTool(request, timeout=60)
+    assert _reply(await call.read()).chunk.data == b"tick 1\n"
+    call.cancel()
+    # Still running: a retry with the key attaches and sees ticks the first stream never read.
+    again = stub.ExecuteTool(request, timeout=60)
+    seen = [_reply(await again.read()).chunk.data for _ in range(3)]
+    assert seen[:2] == [b"tick 1\n", b"tick 2\n"]
+    cancel = tools_pb2.CancelToolExecutionRequest(name="tools/ticker", idempotency_key="run-1/a/1")
+    reply = await stub.CancelToolExecution(cancel, timeout=60)
+    assert reply.state == "cancelled"
+    rest: list[tools_pb2.ExecuteToolResponse] = []
+    while isinstance(item := await again.read(), tools_pb2.ExecuteToolResponse):
+        rest.append(item)
+    assert rest[-1].result.exit_code < 0 and rest[-1].result.replayed
+    replayed = [r async for r in stub.ExecuteTool(request, timeout=60)]
+    assert replayed[-1].result.exit_code == rest[-1].result.exit_code
+    assert any(e[0] == "tool.cancel_execution" for e in audit.events)
+
+
+async def test_cancel_tool_execution_needs_a_key(servicer: ToolServicer) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        await servicer.CancelToolExecution(tools_pb2.CancelToolExecutionRequest(name="tools/ticker"), CTX)
+    assert caught.value.violations[0][0] == "idempotency_key"
+
+
+def _reply(item: object) -> tools_pb2.ExecuteToolResponse:
+    assert isinstance(item, tools_pb2.ExecuteToolResponse)
+    return item

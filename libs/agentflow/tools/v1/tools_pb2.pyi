@@ -351,6 +351,56 @@ class ExecuteToolRequest(_message.Message):
 Global___ExecuteToolRequest: _TypeAlias = ExecuteToolRequest  # noqa: Y015
 
 @_typing.final
+class CancelToolExecutionRequest(_message.Message):
+    """Request for CancelToolExecution."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `tools/{tool}`."""
+    idempotency_key: _builtins.str
+    """The key the execution was started with."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelToolExecutionRequest: _TypeAlias = CancelToolExecutionRequest  # noqa: Y015
+
+@_typing.final
+class CancelToolExecutionResponse(_message.Message):
+    """Response for CancelToolExecution."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    state: _builtins.str
+    """What the key's execution is now: `cancelled` (it was running, or had not started and never will),
+    or `finished` (it had already ended; its recorded result stands).
+    """
+    def __init__(
+        self,
+        *,
+        state: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelToolExecutionResponse: _TypeAlias = CancelToolExecutionResponse  # noqa: Y015
+
+@_typing.final
 class ExecuteToolResponse(_message.Message):
     """Response for ExecuteTool: output chunks, then one result."""
 

@@ -61,6 +61,11 @@ class ToolServiceStub:
                 request_serializer=agentflow_dot_tools_dot_v1_dot_tools__pb2.ExecuteToolRequest.SerializeToString,
                 response_deserializer=agentflow_dot_tools_dot_v1_dot_tools__pb2.ExecuteToolResponse.FromString,
                 _registered_method=True)
+        self.CancelToolExecution = channel.unary_unary(
+                '/agentflow.tools.v1.ToolService/CancelToolExecution',
+                request_serializer=agentflow_dot_tools_dot_v1_dot_tools__pb2.CancelToolExecutionRequest.SerializeToString,
+                response_deserializer=agentflow_dot_tools_dot_v1_dot_tools__pb2.CancelToolExecutionResponse.FromString,
+                _registered_method=True)
 
 
 class ToolServiceServicer:
@@ -102,6 +107,16 @@ class ToolServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelToolExecution(self, request, context):
+        """Stops a keyed execution: kills its process group and records it as cancelled, so a later ExecuteTool
+        with the same key answers with that cancelled result instead of running the tool. A keyed execution
+        otherwise outlives its caller's stream (so a crashed caller's retry finds it); this is how a run's
+        cancellation or a step timeout reaches it. Cancelling a finished key changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ToolServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +144,11 @@ def add_ToolServiceServicer_to_server(servicer, server):
                     servicer.ExecuteTool,
                     request_deserializer=agentflow_dot_tools_dot_v1_dot_tools__pb2.ExecuteToolRequest.FromString,
                     response_serializer=agentflow_dot_tools_dot_v1_dot_tools__pb2.ExecuteToolResponse.SerializeToString,
+            ),
+            'CancelToolExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelToolExecution,
+                    request_deserializer=agentflow_dot_tools_dot_v1_dot_tools__pb2.CancelToolExecutionRequest.FromString,
+                    response_serializer=agentflow_dot_tools_dot_v1_dot_tools__pb2.CancelToolExecutionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +287,33 @@ class ToolService:
             '/agentflow.tools.v1.ToolService/ExecuteTool',
             agentflow_dot_tools_dot_v1_dot_tools__pb2.ExecuteToolRequest.SerializeToString,
             agentflow_dot_tools_dot_v1_dot_tools__pb2.ExecuteToolResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelToolExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentflow.tools.v1.ToolService/CancelToolExecution',
+            agentflow_dot_tools_dot_v1_dot_tools__pb2.CancelToolExecutionRequest.SerializeToString,
+            agentflow_dot_tools_dot_v1_dot_tools__pb2.CancelToolExecutionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,12 @@ class ToolServiceStub:
     """Removes a tool registered through the API."""
     ExecuteTool: _grpc.UnaryStreamMultiCallable[_tools_pb2.ExecuteToolRequest, _tools_pb2.ExecuteToolResponse]
     """Executes a tool: streams its output chunks, then its result. Idempotent by `idempotency_key`."""
+    CancelToolExecution: _grpc.UnaryUnaryMultiCallable[_tools_pb2.CancelToolExecutionRequest, _tools_pb2.CancelToolExecutionResponse]
+    """Stops a keyed execution: kills its process group and records it as cancelled, so a later ExecuteTool
+    with the same key answers with that cancelled result instead of running the tool. A keyed execution
+    otherwise outlives its caller's stream (so a crashed caller's retry finds it); this is how a run's
+    cancellation or a step timeout reaches it. Cancelling a finished key changes nothing.
+    """
 
 @_typing.type_check_only
 class ToolServiceAsyncStub(ToolServiceStub):
@@ -60,6 +66,12 @@ class ToolServiceAsyncStub(ToolServiceStub):
     """Removes a tool registered through the API."""
     ExecuteTool: _aio.UnaryStreamMultiCallable[_tools_pb2.ExecuteToolRequest, _tools_pb2.ExecuteToolResponse]  # type: ignore[assignment]
     """Executes a tool: streams its output chunks, then its result. Idempotent by `idempotency_key`."""
+    CancelToolExecution: _aio.UnaryUnaryMultiCallable[_tools_pb2.CancelToolExecutionRequest, _tools_pb2.CancelToolExecutionResponse]  # type: ignore[assignment]
+    """Stops a keyed execution: kills its process group and records it as cancelled, so a later ExecuteTool
+    with the same key answers with that cancelled result instead of running the tool. A keyed execution
+    otherwise outlives its caller's stream (so a crashed caller's retry finds it); this is how a run's
+    cancellation or a step timeout reaches it. Cancelling a finished key changes nothing.
+    """
 
 class ToolServiceServicer(metaclass=_abc_1.ABCMeta):
     """ToolService keeps the tool registry and executes tools under their execution profile."""
@@ -103,5 +115,17 @@ class ToolServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_tools_pb2.ExecuteToolResponse], _abc.AsyncIterator[_tools_pb2.ExecuteToolResponse]]:
         """Executes a tool: streams its output chunks, then its result. Idempotent by `idempotency_key`."""
+
+    @_abc_1.abstractmethod
+    def CancelToolExecution(
+        self,
+        request: _tools_pb2.CancelToolExecutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tools_pb2.CancelToolExecutionResponse, _abc.Awaitable[_tools_pb2.CancelToolExecutionResponse]]:
+        """Stops a keyed execution: kills its process group and records it as cancelled, so a later ExecuteTool
+        with the same key answers with that cancelled result instead of running the tool. A keyed execution
+        otherwise outlives its caller's stream (so a crashed caller's retry finds it); this is how a run's
+        cancellation or a step timeout reaches it. Cancelling a finished key changes nothing.
+        """
 
 def add_ToolServiceServicer_to_server(servicer: ToolServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
