@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agentflow_runtime.db import Database
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import store
 from .config import ModelConfig
-from .providers.base import ROLES, ChatMessage, CompletionRequest, Embeddings, Usage
+from .providers.base import ROLES, ChatMessage, CompletionRequest, Embeddings, Provider, Usage
 from .routing import Router
 
 __all__ = ["CallInfo", "CompleteResult", "ModelGateway", "StreamEvent"]
@@ -98,14 +99,18 @@ def _request_digest(
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def _key_reused(key: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        "idempotency key was already used for a different request",
+        reason="IDEMPOTENCY_KEY_REUSED",
+        metadata={"idempotency_key": key},
+    )
+
+
 def _replay(recorded: dict[str, Any], digest: str, key: str) -> CompleteResult:
     """The recorded answer for a repeated key; a key reused for a different request is refused."""
     if recorded.get("request_digest", digest) != digest:
-        raise FailedPrecondition(
-            "idempotency key was already used for a different request",
-            reason="IDEMPOTENCY_KEY_REUSED",
-            metadata={"idempotency_key": key},
-        )
+        raise _key_reused(key)
     return CompleteResult.from_record(recorded, replayed=True)
 
 
@@ -115,6 +120,7 @@ class ModelGateway:
     def __init__(self, router: Router, db: Database) -> None:
         self._router = router
         self._db = db
+        self._inflight: dict[tuple[str, str], tuple[str, asyncio.Task[CompleteResult]]] = {}
 
     @property
     def models(self) -> list[ModelConfig]:
@@ -129,15 +135,45 @@ class ModelGateway:
         max_tokens: int | None = None,
         temperature: float | None = None,
     ) -> CompleteResult:
-        """Completes a conversation; a repeated idempotency key returns the recorded result."""
+        """Completes a conversation; a repeated idempotency key returns the recorded result.
+
+        A keyed call runs in a task of its own: a repeat of a key still in flight in this process waits
+        for that call and answers with its result (one provider call), and a caller that goes away (a
+        worker killed mid-step) does not abandon a call whose answer its retry will ask for.
+        """
         model, provider = self._router.resolve(model_name)
         _check_messages(messages)
         digest = _request_digest(model.alias, messages, max_tokens, temperature)
-        if call.idempotency_key:
-            async with self._db.connect() as conn:
-                recorded = await store.find_by_key(conn, call.tenant, call.idempotency_key)
-            if recorded is not None:
-                return _replay(recorded, digest, call.idempotency_key)
+        if not call.idempotency_key:
+            return await self._complete(model, provider, messages, call, digest, max_tokens, temperature)
+        async with self._db.connect() as conn:
+            recorded = await store.find_by_key(conn, call.tenant, call.idempotency_key)
+        if recorded is not None:
+            return _replay(recorded, digest, call.idempotency_key)
+        key = (call.tenant, call.idempotency_key)
+        inflight = self._inflight.get(key)
+        if inflight is None:
+            task = asyncio.get_running_loop().create_task(
+                self._complete(model, provider, messages, call, digest, max_tokens, temperature)
+            )
+            inflight = (digest, task)
+            self._inflight[key] = inflight
+            task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+            return await asyncio.shield(task)
+        if inflight[0] != digest:
+            raise _key_reused(call.idempotency_key)
+        return replace(await asyncio.shield(inflight[1]), replayed=True)
+
+    async def _complete(
+        self,
+        model: ModelConfig,
+        provider: Provider,
+        messages: Sequence[ChatMessage],
+        call: CallInfo,
+        digest: str,
+        max_tokens: int | None,
+        temperature: float | None,
+    ) -> CompleteResult:
         request = CompletionRequest(model.provider_model, list(messages), max_tokens, temperature)
         completion = await provider.complete(request)
         result = CompleteResult(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -102,6 +103,42 @@ async def test_repeated_key_replays_without_calling_the_provider(
         ("acme", "complete", "runs/r1/draft"),
         ("globex", "complete", "runs/r1/draft"),
     ]
+
+
+class GatedProvider(CountingProvider):
+    """Blocks in `complete` until the gate opens, so calls overlap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        self.entered.set()
+        await self.gate.wait()
+        return await super().complete(request)
+
+
+async def test_a_key_in_flight_is_waited_for_not_called_twice(db: Database) -> None:
+    provider = GatedProvider()
+    gateway = ModelGateway(Router([PRICED], factory=lambda _model: provider), db)
+    call = CallInfo("acme", run="runs/r2", step_id="a", idempotency_key="r2/a/1")
+    first = asyncio.create_task(gateway.complete("priced", MESSAGES, call))
+    await asyncio.wait_for(provider.entered.wait(), 10)
+    # The first caller goes away (a worker killed mid-step); the call itself carries on.
+    first.cancel()
+    second = asyncio.create_task(gateway.complete("priced", MESSAGES, call))
+    with pytest.raises(FailedPrecondition):
+        await gateway.complete("priced", [ChatMessage("user", "other")], call)
+    await asyncio.sleep(0.05)
+    assert not second.done()
+    provider.gate.set()
+    answer = await asyncio.wait_for(second, 10)
+    assert answer.replayed and answer.text
+    assert provider.calls == 1
+    again = await gateway.complete("priced", MESSAGES, call)
+    assert again.replayed and again.text == answer.text
+    assert [r[2] for r in await ledger(db)] == ["r2/a/1"]
 
 
 async def test_key_reused_for_a_different_request_is_refused(
