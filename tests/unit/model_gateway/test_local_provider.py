@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from agentflow_model_gateway.providers.base import ChatMessage, CompletionRequest
 from agentflow_model_gateway.providers.local import LocalProvider, compose
-from agentflow_model_gateway.tokens import count_tokens
 from agentflow_runtime.embedding import cosine, hash_embedding
+from agentflow_runtime.tokens import count_tokens
 
 MESSAGES = [
     ChatMessage("system", "You write short, factual notes."),

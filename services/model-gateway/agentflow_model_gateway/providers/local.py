@@ -11,8 +11,8 @@ import re
 from collections.abc import AsyncIterator, Sequence
 
 from agentflow_runtime.embedding import DEFAULT_DIM, hash_embedding
+from agentflow_runtime.tokens import count_tokens, split_words, tokenize
 
-from ..tokens import count_tokens, split_words, tokenize
 from .base import ChatMessage, Completion, CompletionRequest, Delta, Embeddings, Usage
 
 __all__ = ["LocalProvider", "compose"]

@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 from agentflow_runtime.errors import FailedPrecondition, Unavailable
+from agentflow_runtime.tokens import count_tokens
 
-from ..tokens import count_tokens
 from .base import Completion, CompletionRequest, Delta, Embeddings, Usage
 from .errors import from_response, from_transport
 
