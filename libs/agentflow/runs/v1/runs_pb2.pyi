@@ -191,6 +191,8 @@ class Run(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `runs/{run}`."""
     workflow: _builtins.str
@@ -203,6 +205,8 @@ class Run(_message.Message):
     """Where the run is in its life."""
     last_event_seq: _builtins.int
     """Sequence number of the newest event."""
+    cost_usd: _builtins.float
+    """Model spend so far, in US dollars."""
     @_builtins.property
     def input(self) -> _struct_pb2.Struct:
         """The run's input."""
@@ -235,6 +239,10 @@ class Run(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Caller-supplied labels."""
 
+    @_builtins.property
+    def budget(self) -> Global___Budget:
+        """The run's spending cap, if any."""
+
     def __init__(
         self,
         *,
@@ -252,10 +260,12 @@ class Run(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        budget: Global___Budget | None = ...,
+        cost_usd: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "input", b"input", "output", b"output", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "input", b"input", "output", b"output", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "input", b"input", "labels", b"labels", "last_event_seq", b"last_event_seq", "name", b"name", "output", b"output", "plan_hash", b"plan_hash", "state", b"state", "steps", b"steps", "usage", b"usage", "workflow", b"workflow", "workflow_version", b"workflow_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "cost_usd", b"cost_usd", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "input", b"input", "labels", b"labels", "last_event_seq", b"last_event_seq", "name", b"name", "output", b"output", "plan_hash", b"plan_hash", "state", b"state", "steps", b"steps", "usage", b"usage", "workflow", b"workflow", "workflow_version", b"workflow_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -400,6 +410,7 @@ class StartRunRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     WORKFLOW_VERSION_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
     workflow: _builtins.str
     """The workflow to run: `workflows/{workflow}`."""
     request_id: _builtins.str
@@ -414,6 +425,10 @@ class StartRunRequest(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Labels to attach to the run."""
 
+    @_builtins.property
+    def budget(self) -> Global___Budget:
+        """Spending cap; a plan whose estimate exceeds it is refused before anything runs."""
+
     def __init__(
         self,
         *,
@@ -422,14 +437,41 @@ class StartRunRequest(_message.Message):
         request_id: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         workflow_version: _builtins.int = ...,
+        budget: Global___Budget | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "input", b"input"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "labels", b"labels", "request_id", b"request_id", "workflow", b"workflow", "workflow_version", b"workflow_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "input", b"input", "labels", b"labels", "request_id", b"request_id", "workflow", b"workflow", "workflow_version", b"workflow_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartRunRequest: _TypeAlias = StartRunRequest  # noqa: Y015
+
+@_typing.final
+class Budget(_message.Message):
+    """Budget caps what a run may spend on models; a zero field is no cap."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_COST_USD_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    max_cost_usd: _builtins.float
+    """US dollars."""
+    max_tokens: _builtins.int
+    """Input plus output tokens."""
+    def __init__(
+        self,
+        *,
+        max_cost_usd: _builtins.float = ...,
+        max_tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_cost_usd", b"max_cost_usd", "max_tokens", b"max_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Budget: _TypeAlias = Budget  # noqa: Y015
 
 @_typing.final
 class GetRunRequest(_message.Message):

@@ -334,6 +334,7 @@ class Plan(_message.Message):
     PLAN_HASH_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
+    COST_ESTIMATE_FIELD_NUMBER: _builtins.int
     workflow: _builtins.str
     """The workflow this plan was compiled from."""
     workflow_version: _builtins.int
@@ -348,6 +349,10 @@ class Plan(_message.Message):
     def output(self) -> _struct_pb2.Value:
         """Template for the run's output, evaluated after the last step."""
 
+    @_builtins.property
+    def cost_estimate(self) -> Global___CostEstimate:
+        """Upper bound of what a run of this plan spends on models, at the catalog's current prices."""
+
     def __init__(
         self,
         *,
@@ -356,14 +361,95 @@ class Plan(_message.Message):
         plan_hash: _builtins.str = ...,
         steps: _abc.Iterable[Global___PlanStep] | None = ...,
         output: _struct_pb2.Value | None = ...,
+        cost_estimate: Global___CostEstimate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost_estimate", b"cost_estimate", "output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "plan_hash", b"plan_hash", "steps", b"steps", "workflow", b"workflow", "workflow_version", b"workflow_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_estimate", b"cost_estimate", "output", b"output", "plan_hash", b"plan_hash", "steps", b"steps", "workflow", b"workflow", "workflow_version", b"workflow_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Plan: _TypeAlias = Plan  # noqa: Y015
+
+@_typing.final
+class CostEstimate(_message.Message):
+    """CostEstimate bounds the model tokens and money a plan may spend."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    UNPRICED_MODELS_FIELD_NUMBER: _builtins.int
+    input_tokens: _builtins.int
+    """Input tokens, at most."""
+    output_tokens: _builtins.int
+    """Output tokens, at most."""
+    cost_usd: _builtins.float
+    """US dollars, at most."""
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepCostEstimate]:
+        """One entry per model step."""
+
+    @_builtins.property
+    def unpriced_models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Model aliases the catalog has no price for (counted at zero cost)."""
+
+    def __init__(
+        self,
+        *,
+        input_tokens: _builtins.int = ...,
+        output_tokens: _builtins.int = ...,
+        cost_usd: _builtins.float = ...,
+        steps: _abc.Iterable[Global___StepCostEstimate] | None = ...,
+        unpriced_models: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "steps", b"steps", "unpriced_models", b"unpriced_models"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CostEstimate: _TypeAlias = CostEstimate  # noqa: Y015
+
+@_typing.final
+class StepCostEstimate(_message.Message):
+    """StepCostEstimate bounds what one model step spends."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    step_id: _builtins.str
+    """The plan step id."""
+    model: _builtins.str
+    """The model alias the step calls."""
+    input_tokens: _builtins.int
+    """Input tokens, at most."""
+    output_tokens: _builtins.int
+    """Output tokens, at most (the step's max_tokens, or the default)."""
+    cost_usd: _builtins.float
+    """US dollars, at most."""
+    def __init__(
+        self,
+        *,
+        step_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        input_tokens: _builtins.int = ...,
+        output_tokens: _builtins.int = ...,
+        cost_usd: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "input_tokens", b"input_tokens", "model", b"model", "output_tokens", b"output_tokens", "step_id", b"step_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepCostEstimate: _TypeAlias = StepCostEstimate  # noqa: Y015
 
 @_typing.final
 class PlanStep(_message.Message):
