@@ -43,6 +43,7 @@ __all__ = [
     "TemplateError",
     "expressions",
     "is_template",
+    "literal_text",
     "references",
     "render",
 ]
@@ -397,6 +398,17 @@ def expressions(value: Any) -> list[Expression]:
         if _OPEN in text:
             found.extend(c for c in _parse(text).chunks if isinstance(c, Expression))
     return found
+
+
+def literal_text(value: Any) -> str:
+    """The fixed text of `value`'s strings (recursively), every `{{ ... }}` left out, joined by newlines."""
+    pieces: list[str] = []
+    for text in _strings(value):
+        if _OPEN in text:
+            pieces.extend(c for c in _parse(text).chunks if isinstance(c, str))
+        else:
+            pieces.append(text)
+    return "\n".join(pieces)
 
 
 def references(value: Any) -> set[str]:

@@ -8,6 +8,7 @@ import grpc
 from agentflow.workflows.v1 import workflows_pb2, workflows_pb2_grpc
 from agentflow_runtime.context import DEFAULT_TENANT
 from agentflow_runtime.db import Database
+from agentflow_runtime.model_catalog import load_models
 from agentflow_runtime.server import Runtime
 from agentflow_runtime.settings import Settings
 
@@ -36,8 +37,10 @@ class PlannerService:
         created = await registry.seed(DEFAULT_TENANT, self._settings.catalog_dir / "workflows")
         if created:
             log.info("seeded catalog workflows", extra={"fields": {"workflows": created}})
+        # Plans are priced from the same model catalog the model-gateway serves.
+        models = {m.alias: m for m in load_models(self._settings.catalog_dir / "models")}
         workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(
-            WorkflowServicer(registry, runtime.audit), server
+            WorkflowServicer(registry, runtime.audit, models), server
         )
 
     async def stop(self) -> None:

@@ -8,6 +8,7 @@ from agentflow.workflows.v1 import workflows_pb2
 from agentflow_runtime.protojson import dict_from_struct, struct_from_dict, timestamp, value_from_py
 
 from .compiler import Plan, workflow_name
+from .estimate import CostEstimate
 from .step_params import StepKind
 from .store import StoredWorkflow
 from .violations import Violation
@@ -43,7 +44,7 @@ def workflow_to_proto(record: StoredWorkflow) -> workflows_pb2.Workflow:
     )
 
 
-def plan_to_proto(plan: Plan) -> workflows_pb2.Plan:
+def plan_to_proto(plan: Plan, cost: CostEstimate | None = None) -> workflows_pb2.Plan:
     message = workflows_pb2.Plan(
         workflow=plan.workflow,
         workflow_version=plan.workflow_version,
@@ -57,7 +58,28 @@ def plan_to_proto(plan: Plan) -> workflows_pb2.Plan:
     )
     if plan.output is not None:
         message.output.CopyFrom(value_from_py(plan.output))
+    if cost is not None:
+        message.cost_estimate.CopyFrom(estimate_to_proto(cost))
     return message
+
+
+def estimate_to_proto(cost: CostEstimate) -> workflows_pb2.CostEstimate:
+    return workflows_pb2.CostEstimate(
+        input_tokens=cost.input_tokens,
+        output_tokens=cost.output_tokens,
+        cost_usd=cost.cost_usd,
+        steps=[
+            workflows_pb2.StepCostEstimate(
+                step_id=s.step_id,
+                model=s.model,
+                input_tokens=s.input_tokens,
+                output_tokens=s.output_tokens,
+                cost_usd=s.cost_usd,
+            )
+            for s in cost.steps
+        ],
+        unpriced_models=cost.unpriced_models,
+    )
 
 
 def violation_to_proto(violation: Violation) -> workflows_pb2.Violation:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
 from agentflow.workflows.v1 import workflows_pb2, workflows_pb2_grpc
 from agentflow_runtime import context, pagination
 from agentflow_runtime.audit import AuditSink
+from agentflow_runtime.model_catalog import ModelConfig
 from typing_extensions import override
 
 from .convert import plan_to_proto, source_of, violation_to_proto, workflow_to_proto
+from .estimate import estimate
 from .registry import WorkflowRegistry, parse_workflow_name, validate
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -19,9 +22,12 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
     """WorkflowService over a `WorkflowRegistry`; every read and write is scoped to the caller's tenant."""
 
-    def __init__(self, registry: WorkflowRegistry, audit: AuditSink) -> None:
+    def __init__(
+        self, registry: WorkflowRegistry, audit: AuditSink, models: Mapping[str, ModelConfig] | None = None
+    ) -> None:
         self._registry = registry
         self._audit = audit
+        self._models = models or {}
 
     @override
     async def CreateWorkflow(
@@ -67,7 +73,7 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
             violations=[violation_to_proto(v) for v in checked.violations],
         )
         if checked.plan is not None:
-            response.plan.CopyFrom(plan_to_proto(checked.plan))
+            response.plan.CopyFrom(plan_to_proto(checked.plan, estimate(checked.plan, self._models)))
         return response
 
     @override
@@ -76,4 +82,4 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
     ) -> workflows_pb2.Plan:
         workflow_id = parse_workflow_name(request.name)
         plan = await self._registry.compile(context.current().tenant, workflow_id, request.version)
-        return plan_to_proto(plan)
+        return plan_to_proto(plan, estimate(plan, self._models))

@@ -1,0 +1,82 @@
+"""Cost preflight: an upper bound of the model tokens and money a plan spends, from catalog prices.
+
+Per model step: input tokens are the prompt's fixed text plus, for each `{{ }}` in it, the estimated output of
+the model step it names (`steps.<id>...`) or a fixed allowance for anything else (run input, tool output);
+output tokens are the step's `max_tokens`, or `DEFAULT_MAX_OUTPUT_TOKENS` when it sets none. Cost follows the
+model's catalog prices; a model the catalog does not price counts as free and is listed as unpriced, so a
+budget check can tell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from agentflow_runtime import templates
+from agentflow_runtime.model_catalog import ModelConfig
+from agentflow_runtime.tokens import count_tokens
+
+from .compiler import Plan
+from .step_params import StepKind
+
+__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "TEMPLATE_ALLOWANCE_TOKENS", "CostEstimate", "StepCost", "estimate"]
+
+DEFAULT_MAX_OUTPUT_TOKENS = 1024
+TEMPLATE_ALLOWANCE_TOKENS = 256
+
+
+@dataclass(frozen=True)
+class StepCost:
+    step_id: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    steps: tuple[StepCost, ...]
+    unpriced_models: tuple[str, ...]
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(s.input_tokens for s in self.steps)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(s.output_tokens for s in self.steps)
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(s.cost_usd for s in self.steps)
+
+
+def estimate(plan: Plan, models: Mapping[str, ModelConfig]) -> CostEstimate:
+    """The estimate of `plan` at the prices of `models` (by alias)."""
+    outputs: dict[str, int] = {}
+    steps: list[StepCost] = []
+    unpriced: set[str] = set()
+    for step in plan.steps:  # topological order: upstream estimates are known
+        if step.kind is not StepKind.MODEL:
+            continue
+        alias = str(step.params.get("model") or "local").removeprefix("models/")
+        contents = [m.get("content", "") for m in step.params.get("messages") or []]
+        input_tokens = count_tokens([templates.literal_text(contents)])
+        for expr in templates.expressions(contents):
+            named = str(expr.parts[1]) if len(expr.parts) >= 2 and expr.root == "steps" else ""
+            input_tokens += outputs.get(named, TEMPLATE_ALLOWANCE_TOKENS)
+        output_tokens = int(step.params.get("max_tokens") or DEFAULT_MAX_OUTPUT_TOKENS)
+        outputs[step.id] = output_tokens
+        model = models.get(alias)
+        if model is None:
+            unpriced.add(alias)
+        cost = 0.0 if model is None else model.cost_usd(_Tokens(input_tokens, output_tokens))
+        steps.append(StepCost(step.id, alias, input_tokens, output_tokens, cost))
+    return CostEstimate(tuple(steps), tuple(sorted(unpriced)))
+
+
+@dataclass(frozen=True)
+class _Tokens:
+    input_tokens: int
+    output_tokens: int
