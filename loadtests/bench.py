@@ -22,9 +22,7 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,9 +34,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentflow_cli.ports import free_mesh_ports
 from agentflow_cli.supervisor import Mesh
 from agentflow_cli.tokens import dev_token
-from agentflow_runtime.settings import METRICS_PORT_OFFSET, SERVICES, Settings, load_settings
+from agentflow_runtime.settings import SERVICES, Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 LOADTESTS = REPO / "loadtests"
@@ -145,31 +144,10 @@ def find_k6(explicit: str) -> Path:
 # --- the mesh ----------------------------------------------------------------------------------------------
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_ports() -> tuple[int, int]:
-    """A base gRPC port whose service, metrics and HTTP ports are all free."""
-    for _ in range(200):
-        base = random.randrange(20000, 40000, 10)
-        grpc_ports = [base + i for i in range(len(SERVICES))]
-        wanted = [*grpc_ports, *(p + METRICS_PORT_OFFSET for p in grpc_ports), base + 9]
-        if all(_port_free(p) for p in wanted):
-            return base, base + 9
-    raise RuntimeError("no free port range")
-
-
 @contextmanager
 def running_mesh(data_dir: Path) -> Iterator[tuple[Settings, Mesh]]:
     """The whole mesh as real processes (as `af up` and the integration tests start it)."""
-    base, http = _free_ports()
+    base, http = free_mesh_ports()
     env = {
         "AF_BASE_PORT": str(base),
         "AF_HTTP_PORT": str(http),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import socket
 import uuid
 from collections.abc import Iterator
@@ -12,32 +11,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from agentflow_cli.ports import free_mesh_ports
 from agentflow_cli.supervisor import Mesh
-from agentflow_runtime.settings import SERVICES, Settings
+from agentflow_runtime.settings import Settings
 
 PG_ADMIN_DSN = os.environ.get("AF_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_base_port() -> tuple[int, int]:
-    """A base gRPC port whose service, metrics and HTTP ports are all free."""
-    for _ in range(200):
-        base = random.randrange(20000, 40000, 10)
-        ports = [base + i for i in range(len(SERVICES))]
-        ports += [p + 1000 for p in ports] + [base + 9]
-        if all(_free(p) for p in ports):
-            return base, base + 9
-    raise RuntimeError("no free port range")
 
 
 def postgres_available() -> bool:
@@ -80,7 +59,7 @@ def postgres_database() -> Iterator[str]:
 
 def mesh_settings(data_dir: Path, database_url: str | None = None) -> tuple[Settings, dict[str, str]]:
     """Settings for a test mesh, and the environment that gives the same settings to its processes."""
-    base, http = free_base_port()
+    base, http = free_mesh_ports()
     env = {
         "AF_BASE_PORT": str(base),
         "AF_HTTP_PORT": str(http),
