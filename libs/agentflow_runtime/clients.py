@@ -67,9 +67,12 @@ class _ContextMetadata(
 class Channels:
     """One lazily created mTLS channel per target service, presenting `identity`'s certificate."""
 
-    def __init__(self, settings: Settings, identity: str) -> None:
+    def __init__(self, settings: Settings, identity: str, *, intercepted: bool = True) -> None:
+        """`intercepted=False` gives plain channels, for a caller that sets metadata and trace context itself
+        (the edge): any client interceptor moves every call onto gRPC's slower intercepted path."""
         self.settings = settings
         self.identity = identity
+        self.intercepted = intercepted
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def get(self, service: str) -> grpc.aio.Channel:
@@ -89,6 +92,8 @@ class Channels:
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.max_receive_message_length", 32 * 1024 * 1024),
         ]
+        if not self.intercepted:
+            return grpc.aio.secure_channel(target, credentials, options=options)
         tracing = telemetry.client_interceptors() if self.settings.tracing else []
         interceptors = [_ContextMetadata(), *tracing]
         return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)

@@ -22,7 +22,7 @@ from tests.unit.gateway.conftest import SECRET, FakeRunService, OneChannel, bear
 @pytest.fixture
 async def gateway(channels: OneChannel) -> AsyncIterator[tuple[GatewayService, str]]:
     settings = Settings(host="127.0.0.1", http_port=0, jwt_secret=SECRET, drain_seconds=1)
-    service = GatewayService(settings)
+    service = GatewayService(settings, channels=channels)
     server = grpc.aio.server()
     runtime = Runtime(settings, cast(Any, channels), cast(Any, None))
     await service.start(server, runtime)
