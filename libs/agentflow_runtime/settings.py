@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     jwt_secret: str = DEV_JWT_SECRET
     log_level: str = "INFO"
     drain_seconds: float = 5.0
+    worker_lease_seconds: float = Field(
+        15.0, gt=0, description="How long a worker's claim on a run lasts without a heartbeat"
+    )
+    worker_poll_seconds: float = Field(
+        1.0, gt=0, description="How often a worker looks for runs to claim (new or orphaned)"
+    )
     metrics_enabled: bool = True
     tracing: bool = Field(True, description="OpenTelemetry spans on every RPC (server and client)")
 

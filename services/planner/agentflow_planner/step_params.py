@@ -25,9 +25,33 @@ from agentflow_runtime.names import TOOL_ID
 
 from .violations import Violations
 
-__all__ = ["COMMON_FIELDS", "StepKind", "normalize_params"]
+__all__ = ["COMMON_FIELDS", "RETRY_FIELDS", "StepKind", "normalize_params"]
 
-COMMON_FIELDS = frozenset({"id", "kind", "needs", "description", "timeout_seconds"})
+COMMON_FIELDS = frozenset({"id", "kind", "needs", "description", "timeout_seconds", "retry"})
+RETRY_FIELDS = frozenset(
+    {"max_attempts", "initial_backoff_seconds", "max_backoff_seconds", "multiplier", "jitter", "retry_on"}
+)
+DEFAULT_RETRY_ON = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "ABORTED")
+GRPC_CODES = frozenset(
+    {
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    }
+)
 _ROLES = ("system", "user", "assistant")
 _MEMORY_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # op: (required, optional)
@@ -160,6 +184,74 @@ def _memory(params: Mapping[str, Any], path: str, out: Violations) -> dict[str, 
     return result
 
 
+def _number(value: Any, field: str, out: Violations, low: float, high: float, *, open_low: bool) -> bool:
+    ok = not isinstance(value, bool) and isinstance(value, int | float)
+    if ok:
+        ok = (low < value if open_low else low <= value) and value <= high
+    if not ok:
+        bound = f"above {low}" if open_low else f"at least {low}"
+        out.add(field, f"must be a number {bound} and at most {high}")
+    return ok
+
+
+def _retry(value: Any, path: str, out: Violations) -> dict[str, Any] | None:
+    """A step's retry policy, normalised with every default filled in (so the plan hash says it all).
+
+    `max_attempts` (1..100, default 1 = no retry), `initial_backoff_seconds` (> 0, default 1),
+    `max_backoff_seconds` (>= initial, default 30), `multiplier` (1..10, default 2), `jitter` (0..1, default
+    0.2: each wait is reduced by up to that fraction at random), `retry_on` (gRPC code names, default
+    UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ABORTED; a step timeout is DEADLINE_EXCEEDED).
+    """
+    if not isinstance(value, Mapping):
+        out.add(path, "must be an object")
+        return None
+    for key in sorted(set(value) - RETRY_FIELDS):
+        out.add(f"{path}.{key}", f"unknown retry field (allowed: {', '.join(sorted(RETRY_FIELDS))})")
+    result: dict[str, Any] = {
+        "max_attempts": 1,
+        "initial_backoff_seconds": 1.0,
+        "max_backoff_seconds": 30.0,
+        "multiplier": 2.0,
+        "jitter": 0.2,
+        "retry_on": list(DEFAULT_RETRY_ON),
+    }
+    ok = True
+    if "max_attempts" in value:
+        attempts = value["max_attempts"]
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 100:
+            out.add(f"{path}.max_attempts", "must be an integer from 1 to 100")
+            ok = False
+        else:
+            result["max_attempts"] = attempts
+    limits = {
+        "initial_backoff_seconds": (0.0, 3600.0, True),
+        "max_backoff_seconds": (0.0, 86_400.0, True),
+        "multiplier": (1.0, 10.0, False),
+        "jitter": (0.0, 1.0, False),
+    }
+    for key, (low, high, open_low) in limits.items():
+        if key in value:
+            if _number(value[key], f"{path}.{key}", out, low, high, open_low=open_low):
+                result[key] = float(value[key])
+            else:
+                ok = False
+    if result["max_backoff_seconds"] < result["initial_backoff_seconds"]:
+        out.add(f"{path}.max_backoff_seconds", "must not be below initial_backoff_seconds")
+        ok = False
+    if "retry_on" in value:
+        codes = value["retry_on"]
+        if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+            out.add(f"{path}.retry_on", "must be a list of gRPC code names")
+            ok = False
+        else:
+            bad = sorted({c for c in codes if c not in GRPC_CODES})
+            if bad:
+                out.add(f"{path}.retry_on", f"unknown gRPC code names: {', '.join(bad)}")
+                ok = False
+            result["retry_on"] = sorted(set(codes))
+    return result if ok else None
+
+
 _NORMALIZERS: dict[StepKind, Callable[[Mapping[str, Any], str, Violations], dict[str, Any]]] = {
     StepKind.MODEL: _model,
     StepKind.TOOL: _tool,
@@ -170,9 +262,14 @@ _NORMALIZERS: dict[StepKind, Callable[[Mapping[str, Any], str, Violations], dict
 def normalize_params(kind: StepKind, step: Mapping[str, Any], path: str, out: Violations) -> dict[str, Any]:
     """Checks a step's kind-specific fields (reporting into `out`) and returns their normalised form.
 
-    `timeout_seconds`, valid on every kind, bounds the step's call and travels with its params.
+    `timeout_seconds`, valid on every kind, bounds each attempt of the step's call, and `retry` (see
+    `_retry`) says how failed attempts are retried; both travel with the params.
     """
     params = _NORMALIZERS[kind](step, path, out)
+    if "retry" in step:
+        retry = _retry(step["retry"], f"{path}.retry", out)
+        if retry is not None:
+            params["retry"] = retry
     if "timeout_seconds" in step:
         value = step["timeout_seconds"]
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 86_400:

@@ -74,6 +74,8 @@ class WorkerService:
             store,
             MeshStepCalls(runtime.channels),
             hub.notify,
+            lease_seconds=self.settings.worker_lease_seconds,
+            poll_seconds=self.settings.worker_poll_seconds,
             on_finish=lambda run_id, _state: hub.forget(run_id),
         )
         runs = Runs(store, self.scheduler, hub, compile_plan)

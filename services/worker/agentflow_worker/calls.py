@@ -32,17 +32,39 @@ class StepResult:
 
 
 class StepCalls(Protocol):
-    """The side of each step kind; implemented over gRPC in `mesh_calls`."""
+    """The side of each step kind; implemented over gRPC in `mesh_calls`.
 
-    async def model(self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit) -> StepResult: ...
+    `attempt` is the journaled attempt number of the step (see `idempotency_key`).
+    """
 
-    async def tool(self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit) -> StepResult: ...
-
-    async def memory(
-        self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit
+    async def model(
+        self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit, *, attempt: int = 1
     ) -> StepResult: ...
 
+    async def tool(
+        self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit, *, attempt: int = 1
+    ) -> StepResult: ...
 
-def idempotency_key(run: RunRecord, step_id: str) -> str:
-    """Derived from run and step, never from the attempt: a retry after a crash is recognised."""
-    return f"{run.run_id}/{step_id}"
+    async def memory(
+        self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit, *, attempt: int = 1
+    ) -> StepResult: ...
+
+    async def stop(
+        self, run: RunRecord, step_id: str, kind: str, params: dict[str, Any], attempt: int
+    ) -> None:
+        """Stop the side effect of a call that may still be running at the callee (a run cancelled, an
+        attempt timed out). Cancelling the local call is not enough: keyed tool executions outlive their
+        caller on purpose. Best effort; a no-op for kinds whose calls end with their caller."""
+
+
+def idempotency_key(run: RunRecord, step_id: str, attempt: int) -> str:
+    """`{run}/{step}/{attempt}`, derived from the run, the step and the journaled attempt number, never
+    from the process that makes the call.
+
+    The engine journals STEP_STARTED with the attempt number before calling. A worker that resumes a step
+    it finds RUNNING in the journal (its previous owner crashed mid-call) reuses that number, so the
+    callee sees the same key and answers from its record, or attaches to the execution still in flight:
+    the side effect happens once. Only a deliberate retry after a failed attempt increments the number: a
+    new key, so the callee executes again instead of replaying the recorded failure.
+    """
+    return f"{run.run_id}/{step_id}/{attempt}"

@@ -3,12 +3,18 @@
 Durability rules (ARCHITECTURE.md): a journaled step is never recomputed — on resume the engine starts from
 the steps without a result; every transition is written with its event in one transaction, and only while
 this worker still holds the lease.
+
+Each step runs as numbered attempts under its retry policy (`retry`). The attempt number is journaled
+before the call and is part of the call's idempotency key (see `calls.idempotency_key`): resuming a step
+interrupted mid-call reuses it, a deliberate retry after a failed attempt increments it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agentflow_runtime import templates
@@ -24,9 +30,13 @@ from agentflow_worker.model import (
     StepState,
     error_json,
 )
+from agentflow_worker.retry import RetryPolicy
 from agentflow_worker.store import RunStore
 
 log = logging.getLogger("agentflow.worker.engine")
+
+STOP_TIMEOUT = 5.0
+"""Seconds to wait for a callee to confirm it stopped a call (best effort)."""
 
 
 class LeaseLost(Exception):
@@ -36,11 +46,23 @@ class LeaseLost(Exception):
 class RunEngine:
     """Drives one run from its journal to a final state."""
 
-    def __init__(self, store: RunStore, calls: StepCalls, owner: str, notify: Any) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        calls: StepCalls,
+        owner: str,
+        notify: Any,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
         self.store = store
         self.calls = calls
         self.owner = owner
         self._notify = notify
+        self._sleep = sleep
+        self._rand = rand
+        self._inflight: dict[str, tuple[PlanStep, dict[str, Any], int]] = {}
         self._lock = asyncio.Lock()
         self._seq = 0
         self._state = RunState.PENDING
@@ -131,67 +153,158 @@ class RunEngine:
             raise failure
 
     async def _step(self, run: RunRecord, step: PlanStep, outputs: dict[str, Any]) -> StepResult:
-        attempts = next((s.attempts for s in run.steps if s.step_id == step.id), 0) + 1
-        await self._write(
-            run,
-            EventType.STEP_STARTED,
-            step.id,
-            {"attempt": attempts},
-            step_values={
-                step.id: {"state": StepState.RUNNING.value, "attempts": attempts, "start_time": utcnow()}
-            },
-        )
-        try:
-            params = templates.render(step.params, _scope(run, outputs))
-            result = await self._call(run, step, params)
-        except templates.TemplateError as exc:
-            error = error_json("INVALID_ARGUMENT", f"step {step.id}: {exc}", "TEMPLATE_ERROR")
-            await self._step_failed(run, step, error)
-            raise StepFailed(error) from exc
-        except StepFailed as exc:
-            await self._step_failed(run, step, exc.error)
-            raise
-        except LeaseLost:
-            raise
-        except Exception as exc:
-            # A bug, not an outcome: journal it as a failure so the run ends instead of being
-            # reclaimed and re-executed in a loop. (Cancellation is not an Exception and passes.)
-            log.exception("step crashed", extra={"fields": {"step_id": step.id}})
-            error = error_json("INTERNAL", f"step {step.id} crashed: {type(exc).__name__}", "STEP_CRASHED")
-            await self._step_failed(run, step, error)
-            raise StepFailed(error) from exc
-        await self._write(
-            run,
-            EventType.STEP_SUCCEEDED,
-            step.id,
-            {"output": result.output, **result.meta},
-            step_values={
-                step.id: {"state": StepState.SUCCEEDED.value, "output": result.output, "end_time": utcnow()}
-            },
-            tokens=(result.input_tokens, result.output_tokens),
-        )
-        return result
+        """Attempts of one step until one succeeds or the retry policy gives up.
 
-    async def _call(self, run: RunRecord, step: PlanStep, params: dict[str, Any]) -> StepResult:
+        The attempt number is journaled (STEP_STARTED) before the call and keys it (`idempotency_key`).
+        A step found RUNNING was interrupted mid-call by a crash: the same attempt is resumed, with the same
+        key, so the callee recognises it. A step found PENDING after a failed attempt was waiting to retry:
+        the next attempt starts at once (the backoff is not persisted; the lease expiry that let this
+        worker take the run over has already delayed it).
+        """
+        record = next((s for s in run.steps if s.step_id == step.id), None)
+        attempts = record.attempts if record is not None else 0
+        resumed = record is not None and record.state is StepState.RUNNING and attempts > 0
+        attempt = attempts if resumed else attempts + 1
+        policy = RetryPolicy.from_params(step.params.get("retry"))
+        while True:
+            values: dict[str, Any] = {"state": StepState.RUNNING.value, "attempts": attempt}
+            if not resumed:
+                values["start_time"] = utcnow()
+            await self._write(
+                run,
+                EventType.STEP_STARTED,
+                step.id,
+                {"attempt": attempt, **({"resumed": True} if resumed else {})},
+                step_values={step.id: values},
+            )
+            try:
+                params = templates.render(step.params, _scope(run, outputs))
+                result = await self._attempt(run, step, params, attempt)
+            except templates.TemplateError as exc:
+                error = error_json("INVALID_ARGUMENT", f"step {step.id}: {exc}", "TEMPLATE_ERROR")
+                await self._step_failed(run, step, error, attempt)
+                raise StepFailed(error) from exc
+            except StepFailed as exc:
+                if policy.retries(attempt, str(exc.error.get("code", ""))):
+                    await self._retry_later(run, step, exc.error, attempt, policy)
+                    attempt, resumed = attempt + 1, False
+                    continue
+                await self._step_failed(run, step, exc.error, attempt)
+                raise
+            except LeaseLost:
+                raise
+            except Exception as exc:
+                # A bug, not an outcome: journal it as a failure so the run ends instead of being
+                # reclaimed and re-executed in a loop. (Cancellation is not an Exception and passes.)
+                log.exception("step crashed", extra={"fields": {"step_id": step.id}})
+                error = error_json(
+                    "INTERNAL", f"step {step.id} crashed: {type(exc).__name__}", "STEP_CRASHED"
+                )
+                await self._step_failed(run, step, error, attempt)
+                raise StepFailed(error) from exc
+            await self._write(
+                run,
+                EventType.STEP_SUCCEEDED,
+                step.id,
+                {"output": result.output, "attempt": attempt, **result.meta},
+                step_values={
+                    step.id: {
+                        "state": StepState.SUCCEEDED.value,
+                        "output": result.output,
+                        "error": None,
+                        "end_time": utcnow(),
+                    }
+                },
+                tokens=(result.input_tokens, result.output_tokens),
+            )
+            return result
+
+    async def _attempt(
+        self, run: RunRecord, step: PlanStep, params: dict[str, Any], attempt: int
+    ) -> StepResult:
+        """One call, bounded by `timeout_seconds`; a timeout is DEADLINE_EXCEEDED (and retries as such).
+
+        An attempt that timed out or failed with DEADLINE_EXCEEDED may still be running at the callee
+        (keyed tool executions outlive their caller), so it is stopped there before anything else happens.
+        """
+        timeout = params.get("timeout_seconds")
+        self._inflight[step.id] = (step, params, attempt)
+        try:
+            if not timeout:
+                return await self._call(run, step, params, attempt)
+            deadline = asyncio.timeout(float(timeout))
+            try:
+                async with deadline:
+                    return await self._call(run, step, params, attempt)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                raise StepFailed(
+                    error_json(
+                        "DEADLINE_EXCEEDED",
+                        f"step {step.id}: attempt {attempt} timed out after {timeout} s",
+                        "STEP_TIMEOUT",
+                    )
+                ) from None
+        except StepFailed as exc:
+            if exc.error.get("code") == "DEADLINE_EXCEEDED":
+                await self._stop_call(run, step, params, attempt)
+            raise
+        finally:
+            self._inflight.pop(step.id, None)
+
+    async def _call(self, run: RunRecord, step: PlanStep, params: dict[str, Any], attempt: int) -> StepResult:
         async def emit(kind: EventType, step_id: str, data: dict[str, Any]) -> None:
             await self._write(run, kind, step_id, data)
 
         if step.kind == "model":
-            return await self.calls.model(run, step.id, params, emit)
+            return await self.calls.model(run, step.id, params, emit, attempt=attempt)
         if step.kind == "tool":
-            return await self.calls.tool(run, step.id, params, emit)
+            return await self.calls.tool(run, step.id, params, emit, attempt=attempt)
         if step.kind == "memory":
-            return await self.calls.memory(run, step.id, params, emit)
+            return await self.calls.memory(run, step.id, params, emit, attempt=attempt)
         raise StepFailed(
             error_json("UNIMPLEMENTED", f"step kind {step.kind!r} is not executable", "STEP_KIND")
         )
 
-    async def _step_failed(self, run: RunRecord, step: PlanStep, error: dict[str, Any]) -> None:
+    def inflight(self) -> list[tuple[PlanStep, dict[str, Any], int]]:
+        """The calls in flight now (step, rendered params, attempt): what `stop_calls` would stop."""
+        return list(self._inflight.values())
+
+    async def stop_calls(self, run: RunRecord, calls: list[tuple[PlanStep, dict[str, Any], int]]) -> None:
+        """Stop `calls` at their callees (a run being cancelled): tools are killed, not just abandoned."""
+        await asyncio.gather(*(self._stop_call(run, s, p, a) for s, p, a in calls))
+
+    async def _stop_call(self, run: RunRecord, step: PlanStep, params: dict[str, Any], attempt: int) -> None:
+        try:
+            await asyncio.wait_for(self.calls.stop(run, step.id, step.kind, params, attempt), STOP_TIMEOUT)
+        except Exception:
+            log.warning(
+                "could not stop a call at its callee",
+                exc_info=True,
+                extra={"fields": {"step_id": step.id, "attempt": attempt}},
+            )
+
+    async def _retry_later(
+        self, run: RunRecord, step: PlanStep, error: dict[str, Any], attempt: int, policy: RetryPolicy
+    ) -> None:
+        """Journal the failed attempt as one that will be retried (the step goes back to PENDING), wait."""
+        delay = policy.backoff(attempt, self._rand)
         await self._write(
             run,
             EventType.STEP_FAILED,
             step.id,
-            {"error": error},
+            {"error": error, "attempt": attempt, "will_retry": True, "retry_in_seconds": round(delay, 3)},
+            step_values={step.id: {"state": StepState.PENDING.value, "error": error}},
+        )
+        await self._sleep(delay)
+
+    async def _step_failed(self, run: RunRecord, step: PlanStep, error: dict[str, Any], attempt: int) -> None:
+        await self._write(
+            run,
+            EventType.STEP_FAILED,
+            step.id,
+            {"error": error, "attempt": attempt, "will_retry": False},
             step_values={step.id: {"state": StepState.FAILED.value, "error": error, "end_time": utcnow()}},
         )
 

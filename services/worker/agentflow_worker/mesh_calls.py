@@ -28,6 +28,8 @@ _RETRYABLE = {
     grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 DEFAULT_TIMEOUT = 300.0
+DEADLINE_GRACE = 5.0
+STOP_DEADLINE = 5.0
 
 
 def _failed(exc: grpc.aio.AioRpcError, step_id: str) -> StepFailed:
@@ -39,7 +41,10 @@ def _failed(exc: grpc.aio.AioRpcError, step_id: str) -> StepFailed:
 
 
 def _timeout(params: dict[str, Any]) -> float:
-    return float(params.get("timeout_seconds") or DEFAULT_TIMEOUT)
+    """The RPC deadline: a backstop a little beyond the step timeout, which the engine enforces itself
+    (so that it, not the transport, decides a timed-out attempt and stops it at the callee)."""
+    step_timeout = params.get("timeout_seconds")
+    return float(step_timeout) + DEADLINE_GRACE if step_timeout else DEFAULT_TIMEOUT
 
 
 class MeshStepCalls:
@@ -50,7 +55,9 @@ class MeshStepCalls:
         self.tools = tools_pb2_grpc.ToolServiceStub(channels.get("tool-sandbox"))
         self.memories = memory_pb2_grpc.MemoryServiceStub(channels.get("memory"))
 
-    async def model(self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit) -> StepResult:
+    async def model(
+        self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit, *, attempt: int = 1
+    ) -> StepResult:
         messages = [
             models_pb2.Message(role=_ROLES[m.get("role", "user")], content=str(m.get("content", "")))
             for m in params.get("messages") or []
@@ -65,7 +72,7 @@ class MeshStepCalls:
             messages=messages,
             max_tokens=int(params.get("max_tokens") or 0),
             temperature=float(params.get("temperature") or 0.0),
-            idempotency_key=idempotency_key(run, step_id),
+            idempotency_key=idempotency_key(run, step_id, attempt),
             run=run.name,
             step_id=step_id,
         )
@@ -86,12 +93,14 @@ class MeshStepCalls:
             output, reply.usage.input_tokens, reply.usage.output_tokens, {"replayed": reply.replayed}
         )
 
-    async def tool(self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit) -> StepResult:
+    async def tool(
+        self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit, *, attempt: int = 1
+    ) -> StepResult:
         tool = str(params.get("tool", ""))
         request = tools_pb2.ExecuteToolRequest(
             name=tool if tool.startswith("tools/") else f"tools/{tool}",
             arguments=struct_from_dict(params.get("arguments") or {}),
-            idempotency_key=idempotency_key(run, step_id),
+            idempotency_key=idempotency_key(run, step_id, attempt),
             run=run.name,
             step_id=step_id,
         )
@@ -126,7 +135,23 @@ class MeshStepCalls:
         meta = {"exit_code": result.exit_code, "truncated": result.truncated, "replayed": result.replayed}
         return StepResult(output, meta=meta)
 
-    async def memory(self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit) -> StepResult:
+    async def stop(
+        self, run: RunRecord, step_id: str, kind: str, params: dict[str, Any], attempt: int
+    ) -> None:
+        """CancelToolExecution for a tool step's attempt; model and memory calls end with their caller."""
+        if kind != "tool":
+            return
+        tool = str(params.get("tool", ""))
+        request = tools_pb2.CancelToolExecutionRequest(
+            name=tool if tool.startswith("tools/") else f"tools/{tool}",
+            idempotency_key=idempotency_key(run, step_id, attempt),
+        )
+        with context.bound(context.CallContext(tenant=run.tenant, caller="worker")):
+            await self.tools.CancelToolExecution(request, timeout=STOP_DEADLINE)
+
+    async def memory(
+        self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit, *, attempt: int = 1
+    ) -> StepResult:
         op = str(params.get("op", "put"))
         timeout = _timeout(params)
         with context.bound(context.CallContext(tenant=run.tenant, caller="worker")):

@@ -1,4 +1,11 @@
-"""Claims runs (new ones at once, orphaned ones by polling), heartbeats their leases, drains on stop."""
+"""Claims runs (new ones at once, orphaned ones by polling), heartbeats their leases, drains on stop.
+
+Any number of workers may share one database. A run is executed only under its lease, taken by one
+conditional UPDATE (`RunStore.claim`) and renewed every `min(lease/3, 1 s)`; every journal write checks
+the lease in the same transaction, so a worker that lost its lease cannot write. A worker killed with
+SIGKILL stops renewing; after `lease_seconds` another worker's poll (every `poll_seconds`) claims the run
+and resumes it from the journal, reusing the interrupted attempt's idempotency key.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ from agentflow_runtime import logs
 
 from agentflow_worker.calls import StepCalls
 from agentflow_worker.engine import LeaseLost, RunEngine
-from agentflow_worker.model import RunState
+from agentflow_worker.model import RunRecord, RunState
 from agentflow_worker.store import RunStore
 
 log = logging.getLogger("agentflow.worker.scheduler")
@@ -41,6 +48,7 @@ class Scheduler:
         self.concurrency = concurrency
         self.on_finish = on_finish
         self.active: dict[str, asyncio.Task[None]] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
         self._poller: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -56,6 +64,7 @@ class Scheduler:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._stopping, return_exceptions=True)
 
     async def submit(self, run_id: str) -> bool:
         """Try to claim and start a run now (the fast path after StartRun)."""
@@ -63,16 +72,21 @@ class Scheduler:
             return False
         if not await self.store.claim(run_id, self.owner, self.lease_seconds):
             return False
-        self.active[run_id] = asyncio.get_running_loop().create_task(self._execute(run_id))
+        self._launch(run_id)
         return True
+
+    def _launch(self, run_id: str) -> None:
+        """Execute a run this worker has just claimed (unless it is already executing it)."""
+        if run_id not in self.active:
+            self.active[run_id] = asyncio.get_running_loop().create_task(self._execute(run_id))
 
     async def _poll(self) -> None:
         while True:
             try:
                 free = self.concurrency - len(self.active)
                 if free > 0:
-                    for run_id in await self.store.claimable(free):
-                        await self.submit(run_id)
+                    for run_id in await self.store.claim_next(self.owner, self.lease_seconds, free):
+                        self._launch(run_id)
             except Exception:
                 log.exception("claim poll failed")
             await asyncio.sleep(self.poll_seconds)
@@ -88,7 +102,9 @@ class Scheduler:
             work = asyncio.current_task()
             assert work is not None
             cancel_seen = asyncio.Event()
-            heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(run_id, work, cancel_seen))
+            heartbeat = asyncio.get_running_loop().create_task(
+                self._heartbeat(run, engine, work, cancel_seen)
+            )
             if run.cancel_requested:
                 state = await engine.cancel(run, run.cancel_reason)
             else:
@@ -120,14 +136,24 @@ class Scheduler:
             self.active.pop(run_id, None)
             logs.run_id_var.reset(token)
 
-    async def _heartbeat(self, run_id: str, work: asyncio.Task[None], cancel_seen: asyncio.Event) -> None:
+    async def _heartbeat(
+        self, run: RunRecord, engine: RunEngine, work: asyncio.Task[None], cancel_seen: asyncio.Event
+    ) -> None:
         while True:
             await asyncio.sleep(min(self.lease_seconds / 3, 1.0))
-            ours, cancel = await self.store.renew(run_id, self.owner, self.lease_seconds)
+            ours, cancel = await self.store.renew(run.run_id, self.owner, self.lease_seconds)
             if not ours:
+                # Another worker owns the run now and resumes its calls under the same keys: leave them be.
                 work.cancel()
                 return
             if cancel and not cancel_seen.is_set():
                 cancel_seen.set()
+                # The run is cancelled: cancel the local calls first (so no result lands after the request
+                # was seen) and stop them at their callees, since keyed tool executions outlive the caller.
+                inflight = engine.inflight()
                 work.cancel()
+                if inflight:
+                    stopping = asyncio.get_running_loop().create_task(engine.stop_calls(run, inflight))
+                    self._stopping.add(stopping)
+                    stopping.add_done_callback(self._stopping.discard)
                 return

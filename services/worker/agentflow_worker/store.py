@@ -123,6 +123,31 @@ class RunStore:
         async with self.db.connect() as conn:
             return [r.run_id for r in (await conn.execute(query)).all()]
 
+    async def claim_next(self, owner: str, ttl: float, limit: int) -> list[str]:
+        """Claim up to `limit` claimable runs, oldest first, in one statement; the run ids taken.
+
+        On PostgreSQL the candidates are picked `FOR UPDATE SKIP LOCKED`: pollers of several workers
+        polling at once each take different runs instead of queueing on the same rows. (SQLite serialises
+        writers, so the plain conditional UPDATE is already exclusive there.) The outer WHERE repeats the
+        claimable condition, so a run is never taken from a live lease either way.
+        """
+        now = utcnow()
+        claimable = and_(
+            runs.c.state.in_([RunState.PENDING.value, RunState.RUNNING.value]),
+            or_(runs.c.lease_expires.is_(None), runs.c.lease_expires < now),
+        )
+        candidates = select(runs.c.run_id).where(claimable).order_by(runs.c.create_time).limit(limit)
+        if self.db.engine.dialect.name == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                update(runs)
+                .where(runs.c.run_id.in_(candidates.scalar_subquery()), claimable)
+                .values(lease_owner=owner, lease_expires=now + timedelta(seconds=ttl))
+                .returning(runs.c.run_id)
+            )
+            return [row.run_id for row in result.all()]
+
     async def claim(self, run_id: str, owner: str, ttl: float) -> bool:
         """Take the lease if nobody holds it (one UPDATE: atomic on SQLite and PostgreSQL)."""
         now = utcnow()

@@ -178,3 +178,39 @@ def test_timeout_seconds_is_checked_and_kept_on_every_kind() -> None:
     bad = {"id": "t", "steps": [{"id": "a", "kind": "tool", "tool": "word-count", "timeout_seconds": -1}]}
     _, violations = check_definition(bad)
     assert [v.field for v in violations] == ["steps[0].timeout_seconds"]
+
+
+def test_retry_is_checked_normalised_with_defaults_and_kept_in_params() -> None:
+    from agentflow_planner.compiler import compile_plan
+    from agentflow_planner.definition import check_definition
+
+    step = {"id": "a", "kind": "tool", "tool": "word-count", "retry": {"max_attempts": 3, "jitter": 0}}
+    definition, violations = check_definition({"id": "t", "steps": [step]})
+    assert definition is not None and not violations
+    assert compile_plan(definition).steps[0].params["retry"] == {
+        "max_attempts": 3,
+        "initial_backoff_seconds": 1.0,
+        "max_backoff_seconds": 30.0,
+        "multiplier": 2.0,
+        "jitter": 0.0,
+        "retry_on": ["UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "ABORTED"],
+    }
+    bad_retry = {
+        "max_attempts": 0,
+        "jitter": 2,
+        "retry_on": ["UNAVAILABLE", "SOMETIMES"],
+        "initial_backoff_seconds": 5,
+        "max_backoff_seconds": 1,
+        "forever": True,
+    }
+    bad = {"id": "t", "steps": [{**step, "retry": bad_retry}]}
+    _, violations = check_definition(bad)
+    assert sorted(v.field for v in violations) == [
+        "steps[0].retry.forever",
+        "steps[0].retry.jitter",
+        "steps[0].retry.max_attempts",
+        "steps[0].retry.max_backoff_seconds",
+        "steps[0].retry.retry_on",
+    ]
+    _, violations = check_definition({"id": "t", "steps": [{**step, "retry": 3}]})
+    assert [v.field for v in violations] == ["steps[0].retry"]

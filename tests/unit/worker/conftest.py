@@ -138,6 +138,8 @@ class Script:
     emits: list[tuple[EventType, dict[str, Any]]] = field(default_factory=list)
     tokens: tuple[int, int] = (0, 0)
     crash: Exception | None = None
+    fail_times: int = 0
+    """Fail (with `fail`) only the first `fail_times` calls, then succeed; 0 = as `fail` says, always."""
 
 
 class FakeCalls:
@@ -146,6 +148,9 @@ class FakeCalls:
     def __init__(self) -> None:
         self.scripts: dict[str, Script] = {}
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
+        self.attempts: list[tuple[str, int]] = []
+        self.run_ids: list[str] = []
+        self.stopped: list[tuple[str, str, int]] = []
         self.started: dict[str, asyncio.Event] = {}
         self.finished: list[str] = []
         self.cancelled: list[str] = []
@@ -161,6 +166,10 @@ class FakeCalls:
     async def wait_started(self, step_id: str) -> None:
         await asyncio.wait_for(self.started_event(step_id).wait(), SAFETY)
 
+    def runs(self) -> set[str]:
+        """The runs this fake made calls for."""
+        return set(self.run_ids)
+
     def called(self) -> list[str]:
         return [step_id for step_id, _, _ in self.calls]
 
@@ -173,9 +182,11 @@ class FakeCalls:
             task.cancel()
 
     async def _call(
-        self, kind: str, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit
+        self, kind: str, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit, attempt: int
     ) -> StepResult:
         self.calls.append((step_id, kind, params))
+        self.attempts.append((step_id, attempt))
+        self.run_ids.append(run.run_id)
         task = asyncio.current_task()
         assert task is not None
         self.tasks.add(task)
@@ -196,19 +207,32 @@ class FakeCalls:
         if script.crash is not None:
             raise script.crash
         if script.fail is not None:
-            raise StepFailed(script.fail)
+            failures = sum(1 for s, _ in self.attempts if s == step_id)
+            if not script.fail_times or failures <= script.fail_times:
+                raise StepFailed(script.fail)
         self.finished.append(step_id)
         output = script.output if script.output is not None else {"text": f"{step_id}-out"}
         return StepResult(output, script.tokens[0], script.tokens[1], {"fake": True})
 
-    async def model(self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit) -> StepResult:
-        return await self._call("model", run, step_id, params, emit)
+    async def model(
+        self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit, *, attempt: int = 1
+    ) -> StepResult:
+        return await self._call("model", run, step_id, params, emit, attempt)
 
-    async def tool(self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit) -> StepResult:
-        return await self._call("tool", run, step_id, params, emit)
+    async def tool(
+        self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit, *, attempt: int = 1
+    ) -> StepResult:
+        return await self._call("tool", run, step_id, params, emit, attempt)
 
-    async def memory(self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit) -> StepResult:
-        return await self._call("memory", run, step_id, params, emit)
+    async def memory(
+        self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit, *, attempt: int = 1
+    ) -> StepResult:
+        return await self._call("memory", run, step_id, params, emit, attempt)
+
+    async def stop(
+        self, run: RunRecord, step_id: str, kind: str, params: dict[str, Any], attempt: int
+    ) -> None:
+        self.stopped.append((step_id, kind, attempt))
 
 
 class Notes:

@@ -100,7 +100,7 @@ async def test_dag_runs_siblings_concurrently_and_journals_every_result(
     assert position[(EventType.STEP_SUCCEEDED, "b")] < position[(EventType.STEP_STARTED, "d")]
     assert position[(EventType.STEP_SUCCEEDED, "c")] < position[(EventType.STEP_STARTED, "d")]
     succeeded_b = next(e for e in events if (e.type, e.step_id) == (EventType.STEP_SUCCEEDED, "b"))
-    assert succeeded_b.data == {"output": {"text": "B"}, "fake": True}
+    assert succeeded_b.data == {"output": {"text": "B"}, "attempt": 1, "fake": True}
     started_a = next(e for e in events if (e.type, e.step_id) == (EventType.STEP_STARTED, "a"))
     assert started_a.data == {"attempt": 1}
     # Watchers were woken for every event the engine wrote.
@@ -166,7 +166,10 @@ async def test_resume_never_recomputes_a_journaled_step(store: RunStore, calls: 
     assert types(events).count((EventType.RUN_STARTED, "")) == 1
     assert types(events).count((EventType.STEP_STARTED, "a")) == 1
     starts_b = [e.data for e in events if (e.type, e.step_id) == (EventType.STEP_STARTED, "b")]
-    assert starts_b == [{"attempt": 1}, {"attempt": 2}]
+    # The interrupted attempt is resumed, not counted again: same attempt, same idempotency key.
+    assert starts_b == [{"attempt": 1}, {"attempt": 1, "resumed": True}]
+    assert ("b", 1) in calls.attempts and ("d", 1) in calls.attempts
+    assert {s.step_id: s.attempts for s in (await reload(store, run.run_id)).steps}["b"] == 1
     assert events[-1].type is EventType.RUN_SUCCEEDED
 
 
@@ -213,7 +216,9 @@ async def test_failed_step_fails_the_run_and_skips_downstream(store: RunStore, c
     events = await all_events(store, run.run_id)
     assert_contiguous(events)
     failed = [e for e in events if e.type is EventType.STEP_FAILED]
-    assert [(e.step_id, e.data) for e in failed] == [("b", {"error": error})]
+    assert [(e.step_id, e.data) for e in failed] == [
+        ("b", {"error": error, "attempt": 1, "will_retry": False})
+    ]
     assert (EventType.STEP_STARTED, "d") not in types(events)
     assert events[-1].type is EventType.RUN_FAILED
     assert events[-1].run_state is RunState.FAILED
@@ -352,3 +357,167 @@ async def test_a_crashing_step_fails_the_run_instead_of_looping(store: RunStore,
     # The failure is final: a fresh engine over the same journal does not call anything again.
     assert await execute(store, calls, stored) is RunState.FAILED
     assert calls.called() == ["a", "b"]
+
+
+# -- attempts, retries, timeouts --------------------------------------------------------------
+
+UNAVAILABLE = {
+    "code": "UNAVAILABLE",
+    "message": "sandbox restarting",
+    "reason": "UNAVAILABLE",
+    "metadata": {},
+}
+TOOL_FAILED = {"code": "FAILED_PRECONDITION", "message": "exit 1", "reason": "TOOL_FAILED", "metadata": {}}
+
+
+class Sleeps:
+    """An injected sleep: records each backoff, waits for none (or blocks forever when told to)."""
+
+    def __init__(self, block: bool = False) -> None:
+        self.waits: list[float] = []
+        self.block = block
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        if self.block:
+            await asyncio.Event().wait()
+
+
+def retrying(step_id: str = "a", **retry: Any) -> Plan:
+    return plan_of(step(step_id, "tool", retry=retry))
+
+
+async def run_with(store: RunStore, calls: FakeCalls, run: RunRecord, sleeps: Sleeps) -> RunState:
+    engine = RunEngine(store, calls, OWNER, Notes(), sleep=sleeps, rand=lambda: 0.5)
+    return await asyncio.wait_for(engine.execute(run), SAFETY)
+
+
+async def test_a_retryable_failure_is_retried_with_backoff_and_jitter_under_new_keys(
+    store: RunStore, calls: FakeCalls
+) -> None:
+    calls.script("a", fail=UNAVAILABLE, fail_times=2, output={"text": "third time"})
+    plan = retrying(max_attempts=4, initial_backoff_seconds=1.0, multiplier=3.0, jitter=0.5)
+    run = await claimed(store, plan)
+    sleeps = Sleeps()
+
+    assert await run_with(store, calls, run, sleeps) is RunState.SUCCEEDED
+
+    # Each attempt is a new, journaled attempt number (so a new idempotency key at the callee).
+    assert calls.attempts == [("a", 1), ("a", 2), ("a", 3)]
+    # base * multiplier**(n-1), less jitter * rand (0.5 * 0.5 = 25 %).
+    assert sleeps.waits == [0.75, 2.25]
+    events = await all_events(store, run.run_id)
+    assert_contiguous(events)
+    journal = [(e.type, e.data.get("attempt"), e.data.get("will_retry")) for e in events if e.step_id == "a"]
+    assert journal == [
+        (EventType.STEP_STARTED, 1, None),
+        (EventType.STEP_FAILED, 1, True),
+        (EventType.STEP_STARTED, 2, None),
+        (EventType.STEP_FAILED, 2, True),
+        (EventType.STEP_STARTED, 3, None),
+        (EventType.STEP_SUCCEEDED, 3, None),
+    ]
+    stored = await reload(store, run.run_id)
+    record = stored.steps[0]
+    assert (record.state, record.attempts, record.error) == (StepState.SUCCEEDED, 3, None)
+
+
+async def test_retries_stop_at_max_attempts_and_the_step_fails(store: RunStore, calls: FakeCalls) -> None:
+    calls.script("a", fail=UNAVAILABLE)
+    run = await claimed(store, retrying(max_attempts=3, initial_backoff_seconds=10, max_backoff_seconds=15))
+    sleeps = Sleeps()
+    assert await run_with(store, calls, run, sleeps) is RunState.FAILED
+    assert [a for _, a in calls.attempts] == [1, 2, 3]
+    assert sleeps.waits == [9.0, 13.5]  # 10 then min(20, 15), each less 10 % (default jitter 0.2 * 0.5)
+    failed = [e.data for e in await all_events(store, run.run_id) if e.type is EventType.STEP_FAILED]
+    assert [(d["attempt"], d["will_retry"]) for d in failed] == [(1, True), (2, True), (3, False)]
+    stored = await reload(store, run.run_id)
+    assert stored.steps[0].state is StepState.FAILED and stored.error == UNAVAILABLE
+
+
+async def test_only_codes_in_retry_on_are_retried(store: RunStore, calls: FakeCalls) -> None:
+    calls.script("a", fail=TOOL_FAILED)
+    run = await claimed(store, retrying(max_attempts=5))
+    assert await run_with(store, calls, run, Sleeps()) is RunState.FAILED
+    assert calls.attempts == [("a", 1)], "FAILED_PRECONDITION is not retried by default"
+
+    again = FakeCalls()
+    again.script("a", fail=TOOL_FAILED, fail_times=1)
+    run = await claimed(store, retrying(max_attempts=5, retry_on=["FAILED_PRECONDITION"]))
+    assert await run_with(store, again, run, Sleeps()) is RunState.SUCCEEDED
+    assert again.attempts == [("a", 1), ("a", 2)]
+
+
+async def test_no_retry_policy_means_one_attempt(store: RunStore, calls: FakeCalls) -> None:
+    calls.script("a", fail=UNAVAILABLE)
+    run = await claimed(store, plan_of(step("a")))
+    sleeps = Sleeps()
+    assert await run_with(store, calls, run, sleeps) is RunState.FAILED
+    assert calls.attempts == [("a", 1)] and sleeps.waits == []
+
+
+async def test_a_timed_out_attempt_is_stopped_at_the_callee_and_retried_as_deadline_exceeded(
+    store: RunStore, calls: FakeCalls
+) -> None:
+    calls.script("a", gate=asyncio.Event())  # never answers
+    plan = plan_of(step("a", "tool", timeout_seconds=0.2, retry={"max_attempts": 2}))
+    run = await claimed(store, plan)
+    assert await run_with(store, calls, run, Sleeps()) is RunState.FAILED
+    assert calls.attempts == [("a", 1), ("a", 2)]
+    assert calls.cancelled == ["a", "a"]
+    # The local call is cancelled, and the callee is told to stop that attempt's execution.
+    assert calls.stopped == [("a", "tool", 1), ("a", "tool", 2)]
+    stored = await reload(store, run.run_id)
+    assert stored.error is not None
+    assert (stored.error["code"], stored.error["reason"]) == ("DEADLINE_EXCEEDED", "STEP_TIMEOUT")
+
+
+async def test_resuming_a_step_in_backoff_starts_the_next_attempt(store: RunStore, calls: FakeCalls) -> None:
+    first = FakeCalls()
+    first.script("a", fail=UNAVAILABLE)
+    run = await claimed(store, retrying(max_attempts=3, initial_backoff_seconds=3600))
+    engine = RunEngine(store, first, OWNER, Notes(), sleep=Sleeps(block=True))
+    task = asyncio.create_task(engine.execute(run))
+    for _ in range(int(SAFETY / 0.01)):
+        if (await reload(store, run.run_id)).steps[0].error is not None:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()  # the worker "crashes" during the hour-long backoff
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    waiting = await reload(store, run.run_id)
+    assert (waiting.steps[0].state, waiting.steps[0].attempts) == (StepState.PENDING, 1)
+
+    assert await run_with(store, calls, waiting, Sleeps()) is RunState.SUCCEEDED
+    assert calls.attempts == [("a", 2)], "the failed attempt 1 is not resumed; attempt 2 runs at once"
+
+
+async def test_a_crash_mid_call_resumes_the_same_attempt_even_after_retries(
+    store: RunStore, calls: FakeCalls
+) -> None:
+    first = FakeCalls()
+    first.script("a", fail=UNAVAILABLE, fail_times=1, gate=asyncio.Event())
+    first.scripts["a"].gate.set()  # type: ignore[union-attr]
+    run = await claimed(store, retrying(max_attempts=3))
+    gate = asyncio.Event()
+    engine = RunEngine(store, first, OWNER, Notes(), sleep=Sleeps())
+
+    async def block_second() -> None:
+        await first.wait_started("a")
+        first.scripts["a"].gate = gate  # attempt 2 hangs: the worker is killed during it
+
+    blocker = asyncio.create_task(block_second())
+    task = asyncio.create_task(engine.execute(run))
+    await blocker
+    for _ in range(int(SAFETY / 0.01)):
+        if ("a", 2) in first.attempts:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    crashed = await reload(store, run.run_id)
+    assert (crashed.steps[0].state, crashed.steps[0].attempts) == (StepState.RUNNING, 2)
+
+    assert await run_with(store, calls, crashed, Sleeps()) is RunState.SUCCEEDED
+    assert calls.attempts == [("a", 2)], "same attempt, same key: the callee replays or attaches"

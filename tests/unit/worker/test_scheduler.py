@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from agentflow_runtime.db import Database
 from agentflow_worker.model import EventType, RunState, StepState
 from agentflow_worker.scheduler import Scheduler
 from agentflow_worker.store import RunStore
@@ -109,6 +110,12 @@ async def test_cancel_request_cancels_the_blocked_call(
     assert await finished.wait(run.run_id) is RunState.CANCELLED
 
     assert sorted(calls.cancelled) == ["b", "c"]
+    # ...and reaches the callees: keyed tool executions outlive the cancelled local call.
+    for _ in range(int(SAFETY / 0.01)):
+        if len(calls.stopped) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert sorted(calls.stopped) == [("b", "model", 1), ("c", "memory", 1)]
     assert "d" not in calls.called()
     stored = await store.get(run.run_id)
     assert stored is not None
@@ -234,3 +241,42 @@ async def test_cancel_after_completion_does_not_overwrite_the_final_state(
     assert events[-1].type is EventType.RUN_SUCCEEDED
     stored = await store.get(run.run_id)
     assert stored is not None and stored.state is RunState.SUCCEEDED
+
+
+async def test_several_workers_never_claim_the_same_run(
+    store: RunStore, workers: Workers, db: Database
+) -> None:
+    """Pollers of three workers race for the same runs: every run is executed by exactly one of them.
+
+    PostgreSQL only: several workers on one SQLite file is not a supported deployment (three schedulers
+    writing through one SQLite file at this rate can stall on "database is locked").
+    """
+    if db.is_sqlite:
+        pytest.skip("several workers share PostgreSQL, not a SQLite file")
+    calls = [FakeCalls() for _ in range(3)]
+    finished = Finished()
+    runs = [await create_run(store, diamond()) for _ in range(12)]
+    for fake in calls:
+        workers.new(fake, finished).start()
+    for run in runs:
+        assert await finished.wait(run.run_id) is RunState.SUCCEEDED
+    executed = [run_id for fake in calls for run_id in fake.runs()]
+    assert sorted(executed) == sorted(r.run_id for r in runs)
+    for run in runs:
+        events = await all_events(store, run.run_id)
+        assert_contiguous(events)
+        assert types(events).count((EventType.RUN_STARTED, "")) == 1
+
+
+async def test_claim_next_takes_each_run_once_under_contention(store: RunStore) -> None:
+    runs = [await create_run(store, diamond()) for _ in range(20)]
+    taken: list[str] = []
+    for _ in range(20):
+        # Under contention a claimer may come back with fewer runs than it asked for (rows locked or
+        # taken meanwhile are skipped); what matters is that no run is ever handed to two of them.
+        batches = await asyncio.gather(*(store.claim_next(f"w{i}", 60, 5) for i in range(8)))
+        taken += [run_id for batch in batches for run_id in batch]
+        if not any(batches):
+            break
+    assert len(taken) == len(set(taken)) == 20
+    assert sorted(taken) == sorted(r.run_id for r in runs)
