@@ -34,34 +34,41 @@ def retry_service_config(service_names: list[str] | None = None) -> str:
     return json.dumps({"methodConfig": [{"name": names, "retryPolicy": retry}] if names else []})
 
 
-class _ContextMetadata(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
-):
-    """Adds the current call's tenant/principal/role to outgoing metadata when the caller did not."""
+def _with_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    """`details` plus the current call's tenant/principal/role (unless the caller set them) and deadline."""
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    for key, value in context.current().metadata():
+        if key not in metadata:
+            metadata[key] = value
+    timeout = details.timeout
+    if timeout is None:
+        timeout = context.current().time_remaining()
+    return grpc.aio.ClientCallDetails(
+        details.method, timeout, metadata, details.credentials, details.wait_for_ready
+    )
 
-    @staticmethod
-    def _details(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        for key, value in context.current().metadata():
-            if key not in metadata:
-                metadata[key] = value
-        timeout = details.timeout
-        if timeout is None:
-            timeout = context.current().time_remaining()
-        return grpc.aio.ClientCallDetails(
-            details.method, timeout, metadata, details.credentials, details.wait_for_ready
-        )
+
+class _ContextMetadata(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+    """Adds the current call's context to unary calls.
+
+    One class per call kind: grpc.aio files an interceptor under the first kind it implements only
+    (an if/elif on its type), so a single class implementing several kinds silently skips the others
+    (server-streaming calls such as ExecuteTool then lost the tenant).
+    """
 
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        return await continuation(self._details(client_call_details), request)
+        return await continuation(_with_context(client_call_details), request)
+
+
+class _StreamContextMetadata(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
+    """Adds the current call's context to server-streaming calls (see `_ContextMetadata`)."""
 
     async def intercept_unary_stream(
         self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        return await continuation(self._details(client_call_details), request)
+        return await continuation(_with_context(client_call_details), request)
 
 
 class Channels:
@@ -95,7 +102,7 @@ class Channels:
         if not self.intercepted:
             return grpc.aio.secure_channel(target, credentials, options=options)
         tracing = telemetry.client_interceptors() if self.settings.tracing else []
-        interceptors = [_ContextMetadata(), *tracing]
+        interceptors = [_ContextMetadata(), _StreamContextMetadata(), *tracing]
         return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
 
     async def close(self) -> None:
