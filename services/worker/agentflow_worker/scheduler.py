@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -42,7 +43,9 @@ class Scheduler:
         self.store = store
         self.calls = calls
         self.notify = notify
-        self.owner = f"worker-{uuid.uuid4().hex[:12]}"
+        # The pid says which process holds a lease (operators, the chaos test); the random part keeps
+        # owners unique across restarts and hosts.
+        self.owner = f"worker-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.concurrency = concurrency
