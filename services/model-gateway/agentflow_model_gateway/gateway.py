@@ -158,11 +158,16 @@ class ModelGateway:
             )
             inflight = (digest, task)
             self._inflight[key] = inflight
-            task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+            task.add_done_callback(lambda done: self._forget(key, done))
             return await asyncio.shield(task)
         if inflight[0] != digest:
             raise _key_reused(call.idempotency_key)
         return replace(await asyncio.shield(inflight[1]), replayed=True)
+
+    def _forget(self, key: tuple[str, str], done: asyncio.Task[CompleteResult]) -> None:
+        self._inflight.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: a caller that went away must not leave it "never retrieved"
 
     async def _complete(
         self,

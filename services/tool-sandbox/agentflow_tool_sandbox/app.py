@@ -31,6 +31,7 @@ class ToolSandboxService:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._db = Database.for_service(settings, self.name)
+        self._executions: Executions | None = None
 
     async def start(self, server: grpc.aio.Server, runtime: Runtime) -> None:
         catalog = load_catalog(self._settings.catalog_dir / "tools")
@@ -38,12 +39,14 @@ class ToolSandboxService:
         await self._db.create_all(metadata)
         runner = ProcessRunner(ProcessBackendConfig(scratch_root=self._settings.data_dir / "tool-scratch"))
         registry = Registry(ToolStore(self._db.engine), catalog)
-        executions = Executions(runner, ExecutionStore(self._db.engine))
+        executions = self._executions = Executions(runner, ExecutionStore(self._db.engine))
         tools_pb2_grpc.add_ToolServiceServicer_to_server(
             ToolServicer(registry, executions, runtime.audit), server
         )
 
     async def stop(self) -> None:
+        if self._executions is not None:
+            await self._executions.close(self._settings.drain_seconds)
         await self._db.dispose()
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agentflow_runtime.errors import FailedPrecondition
+from agentflow_runtime.errors import FailedPrecondition, Unavailable
 
 from agentflow_tool_sandbox.arguments import args_digest
 from agentflow_tool_sandbox.backend import Runner
@@ -87,6 +87,11 @@ class _Live:
                 seen += 1
                 yield event.as_replayed() if replayed and isinstance(event, Result) else event
             if self.finished:
+                if isinstance(self.error, asyncio.CancelledError):
+                    raise Unavailable(
+                        "the tool sandbox stopped during the execution; retry the call",
+                        reason="SANDBOX_STOPPING",
+                    )
                 if self.error is not None:
                     raise RuntimeError("the execution failed") from self.error
                 return
@@ -132,6 +137,21 @@ class Executions:
         async with aclosing(source) as events:
             async for event in events:
                 yield event
+
+    async def close(self, grace: float) -> None:
+        """On shutdown: let running keyed executions finish for up to `grace` seconds, then kill the rest.
+
+        A killed one is not recorded (it did not finish and was not cancelled on request): its marker goes
+        stale and a retry of its key runs the tool again (at-least-once across a sandbox restart). Its
+        followers get UNAVAILABLE.
+        """
+        tasks = [live.task for live in self._live.values() if live.task is not None]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def cancel(self, tenant: str, tool_id: str, key: str) -> str:
         """Stop a keyed execution; `cancelled` or `finished` (it had ended before; its record stands)."""
@@ -254,8 +274,10 @@ class Executions:
             )
             live.push(result)
         except asyncio.CancelledError as exc:
-            # The service is stopping: the process dies with it; the marker goes stale and a retry re-runs.
+            # The service is stopping: kill the process (its group, through the runner) and record nothing;
+            # the marker goes stale and a retry of the key re-runs the tool.
             live.process.cancel()
+            await asyncio.gather(live.process, return_exceptions=True)
             error = exc
             raise
         except Exception as exc:

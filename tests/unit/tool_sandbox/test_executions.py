@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentflow_runtime.errors import FailedPrecondition
+from agentflow_runtime.errors import FailedPrecondition, Unavailable
 from agentflow_tool_sandbox.arguments import args_digest
 from agentflow_tool_sandbox.events import Chunk, Event, Stream
 from agentflow_tool_sandbox.executions import Executions
@@ -249,3 +249,19 @@ def _slow_tool(marker: Path, seconds: float = 0.6) -> ToolSpec:
 
 def _text(chunks: list[Chunk], stream: Stream) -> bytes:
     return b"".join(c.data for c in chunks if c.stream is stream)
+
+
+async def test_close_kills_what_is_still_running_without_recording_it(
+    executions: Executions, counting: CountingRunner, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    marker = tmp_path / "after"
+    running = asyncio.create_task(collect(executions.execute("acme", _slow_tool(marker, seconds=3), {}, "k")))
+    await _eventually(lambda: counting.runs > 0)
+    await executions.close(grace=0.2)
+    with pytest.raises(Unavailable):
+        await running
+    await asyncio.sleep(3.5)
+    assert not marker.exists(), "the process group died with the sandbox"
+    store = ExecutionStore(engine)
+    assert await store.get("acme", "k") is None
+    assert await store.marker("acme", "k") is not None, "left to go stale, so a retry re-runs the tool"
