@@ -56,7 +56,7 @@ TOOL_SOURCE = textwrap.dedent(
     """
     import fcntl, json, os, random, sys, time
     args = json.load(sys.stdin)
-    time.sleep(random.uniform(0.3, 0.8))
+    time.sleep(args.get("pause") or random.uniform(0.3, 0.8))
     with open(os.environ["COUNTER_FILE"], "a") as counter:
         fcntl.flock(counter, fcntl.LOCK_EX)
         counter.write(f"{args['run']}/{args['step']}\\n")
@@ -128,11 +128,11 @@ class Cluster:
                 proc.wait()
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     require_postgres()
     with postgres_database() as url:
-        settings, env = mesh_settings(tmp_path / "data", url)
+        settings, env = mesh_settings(tmp_path_factory.mktemp("chaos") / "data", url)
         workers_base, _ = free_mesh_ports()
         cluster = Cluster(settings, env, [workers_base + i for i in range(WORKERS)])
         cluster.database_url = url
@@ -217,14 +217,21 @@ async def _chaos(cluster: Cluster, counter: Path, errors: dict[str, str]) -> dic
             await chans.close()
 
 
-async def _register(channels: Channels, counter: Path) -> None:
+async def _register(
+    channels: Channels, counter: Path, tool_id: str = "side-effect", steps: int = STEPS
+) -> None:
+    """Register the counting tool as `tool_id` and a sequential workflow of `steps` steps of it (same id)."""
     tools = tools_pb2_grpc.ToolServiceStub(channels.get("tool-sandbox"))
     tool = tools_pb2.Tool(
         description="appends run/step to a counter file",
         input_schema=struct_from_dict(
             {
                 "type": "object",
-                "properties": {"run": {"type": "string"}, "step": {"type": "string"}},
+                "properties": {
+                    "run": {"type": "string"},
+                    "step": {"type": "string"},
+                    "pause": {"type": "number"},
+                },
                 "required": ["run", "step"],
             }
         ),
@@ -233,29 +240,33 @@ async def _register(channels: Channels, counter: Path) -> None:
         ),
         limits=tools_pb2.ExecutionLimits(wall_time_seconds=30),
     )
-    await tools.CreateTool(tools_pb2.CreateToolRequest(tool_id="side-effect", tool=tool), timeout=30)
-    steps = [
+    await tools.CreateTool(tools_pb2.CreateToolRequest(tool_id=tool_id, tool=tool), timeout=30)
+    definition_steps = [
         {
             "id": f"s{j}",
             "kind": "tool",
-            "tool": "side-effect",
-            "arguments": {"run": "{{ input.tag }}", "step": f"s{j}"},
+            "tool": tool_id,
+            "arguments": {"run": "{{ input.tag }}", "step": f"s{j}", "pause": "{{ input.pause }}"},
             **({"needs": [f"s{j - 1}"]} if j > 1 else {}),
         }
-        for j in range(1, STEPS + 1)
+        for j in range(1, steps + 1)
     ]
     workflows = workflows_pb2_grpc.WorkflowServiceStub(channels.get("planner"))
-    definition = struct_from_dict({"id": "chaos", "steps": steps})
+    definition = struct_from_dict({"id": tool_id, "steps": definition_steps})
     await workflows.CreateWorkflow(
         workflows_pb2.CreateWorkflowRequest(workflow=workflows_pb2.Workflow(definition=definition)),
         timeout=30,
     )
 
 
-async def _start(stubs: list[runs_pb2_grpc.RunServiceAsyncStub], tag: str) -> str:
+async def _start(
+    stubs: list[runs_pb2_grpc.RunServiceAsyncStub], tag: str, workflow: str = "side-effect", pause: float = 0
+) -> str:
     """StartRun on any worker; the request id makes a retry on another worker the same run."""
     request = runs_pb2.StartRunRequest(
-        workflow="workflows/chaos", input=struct_from_dict({"tag": tag}), request_id=f"chaos-{tag}"
+        workflow=f"workflows/{workflow}",
+        input=struct_from_dict({"tag": tag, "pause": pause}),
+        request_id=f"{workflow}-{tag}",
     )
     first = random.randrange(len(stubs))
     for attempt in range(60):
@@ -298,3 +309,63 @@ async def _kill_until_final(
             next_kill = time.monotonic() + KILL_EVERY
         await asyncio.sleep(0.25)
     return states
+
+
+def test_cancelling_a_run_kills_its_running_tool(cluster: Cluster, tmp_path: Path) -> None:
+    """The tool outlives a dead caller on purpose, so a run's cancellation must reach it explicitly."""
+    counter = tmp_path / "slow-counter.txt"
+    counter.touch()
+    state = asyncio.run(_cancel_mid_tool(cluster, counter))
+    assert state == "CANCELLED"
+    time.sleep(PAUSE + 1.0)  # past the moment the tool would have written its side effect
+    assert counter.read_text() == "", "the cancelled run's tool still ran its side effect"
+
+
+PAUSE = 4.0
+
+
+async def _cancel_mid_tool(cluster: Cluster, counter: Path) -> str:
+    channels = Channels(cluster.settings, CLIENT_IDENTITY)
+    worker_channels = [Channels(cluster.worker_settings(i), CLIENT_IDENTITY) for i in range(WORKERS)]
+    try:
+        with context.bound(context.CallContext(tenant=TENANT, caller=CLIENT_IDENTITY)):
+            await _register(channels, counter, tool_id="slow-effect", steps=1)
+            stubs: list[runs_pb2_grpc.RunServiceAsyncStub] = [
+                runs_pb2_grpc.RunServiceStub(c.get("worker")) for c in worker_channels
+            ]
+            name = await _start(stubs, "c0", workflow="slow-effect", pause=PAUSE)
+            end = time.monotonic() + DEADLINE
+            while time.monotonic() < end:  # until the tool step is running
+                run = await _get(stubs, name)
+                if run is not None and run.steps and run.steps[0].state == runs_pb2.STEP_STATE_RUNNING:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)  # the tool process is up and sleeping before its side effect
+            for stub in stubs:
+                try:
+                    await stub.CancelRun(runs_pb2.CancelRunRequest(name=name, reason="chaos"), timeout=10)
+                    break
+                except grpc.aio.AioRpcError:
+                    continue
+            while time.monotonic() < end:
+                run = await _get(stubs, name)
+                if run is not None and run.state in (
+                    runs_pb2.RUN_STATE_SUCCEEDED,
+                    runs_pb2.RUN_STATE_FAILED,
+                    runs_pb2.RUN_STATE_CANCELLED,
+                ):
+                    return runs_pb2.RunState.Name(run.state).removeprefix("RUN_STATE_")
+                await asyncio.sleep(0.1)
+            return "TIMED OUT"
+    finally:
+        for chans in [channels, *worker_channels]:
+            await chans.close()
+
+
+async def _get(stubs: list[runs_pb2_grpc.RunServiceAsyncStub], name: str) -> runs_pb2.Run | None:
+    for stub in stubs:
+        try:
+            return await stub.GetRun(runs_pb2.GetRunRequest(name=name), timeout=5)
+        except grpc.aio.AioRpcError:
+            continue
+    return None
