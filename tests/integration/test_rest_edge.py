@@ -156,6 +156,26 @@ def test_runs_are_isolated_by_tenant(edge: str, settings: Settings, token: str, 
     assert run["name"] not in [r["name"] for r in listed.get("runs", [])]
 
 
+def test_budget_below_the_estimate_is_refused_before_anything_runs(
+    edge: str, token: str, workflow: str
+) -> None:
+    compiled = httpx.post(f"{edge}/v1/{workflow}:compile", headers=auth(token), json={}, timeout=30).json()
+    estimate = compiled["costEstimate"]
+    tokens = int(estimate["inputTokens"]) + int(estimate["outputTokens"])
+    assert tokens > 0
+    body = {"workflow": workflow, "input": {"topic": "budget"}, "budget": {"maxTokens": tokens - 1}}
+    reply = httpx.post(f"{edge}/v1/runs", headers=auth(token), json=body, timeout=30)
+    info = error_info(assert_status_body(reply, 400, 9))
+    assert info["reason"] == "BUDGET_EXCEEDED"
+    assert info["metadata"]["estimated_tokens"] == str(tokens)
+    listed = httpx.get(f"{edge}/v1/runs", headers=auth(token), params={"pageSize": 500}, timeout=30).json()
+    assert all(r.get("input", {}).get("topic") != "budget" for r in listed.get("runs", []))
+
+    body["budget"] = {"maxTokens": tokens}
+    run = httpx.post(f"{edge}/v1/runs", headers=auth(token), json=body, timeout=30).json()
+    assert run["budget"] == {"maxTokens": str(tokens)}
+
+
 def test_idempotent_start_returns_the_same_run(edge: str, token: str, workflow: str) -> None:
     body = {"workflow": workflow, "input": {"topic": "idempotency"}, "requestId": uuid.uuid4().hex}
     first = httpx.post(f"{edge}/v1/runs", headers=auth(token), json=body, timeout=30).json()

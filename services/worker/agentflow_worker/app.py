@@ -42,6 +42,16 @@ def plan_from_pb(plan: workflows_pb2.Plan) -> Plan:
             for s in plan.steps
         ),
         output=py_from_value(plan.output) if plan.HasField("output") else None,
+        cost_estimate=(
+            {
+                "input_tokens": plan.cost_estimate.input_tokens,
+                "output_tokens": plan.cost_estimate.output_tokens,
+                "cost_usd": plan.cost_estimate.cost_usd,
+                "unpriced_models": list(plan.cost_estimate.unpriced_models),
+            }
+            if plan.HasField("cost_estimate")
+            else None
+        ),
     )
 
 

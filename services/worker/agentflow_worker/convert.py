@@ -11,6 +11,7 @@ from agentflow_runtime.errors import AgentFlowError, error_for_code
 from agentflow_runtime.protojson import struct_from_dict, timestamp, value_from_py
 from google.rpc import status_pb2
 
+from agentflow_worker.budget import Budget, spent_usd
 from agentflow_worker.model import Event, RunRecord, StepRecord
 
 
@@ -70,7 +71,12 @@ def run_pb(run: RunRecord, with_steps: bool = True) -> runs_pb2.Run:
         message.error.CopyFrom(err)
     if run.end_time:
         message.end_time.CopyFrom(timestamp(run.end_time))
+    if (budget := Budget.from_json(run.budget)) is not None:
+        message.budget.CopyFrom(
+            runs_pb2.Budget(max_cost_usd=budget.max_cost_usd, max_tokens=budget.max_tokens)
+        )
     if with_steps:
+        message.cost_usd = spent_usd(run.steps)
         message.steps.extend(step_pb(s) for s in run.steps)
     return message
 

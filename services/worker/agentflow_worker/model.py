@@ -56,6 +56,8 @@ class Plan:
     plan_hash: str
     steps: tuple[PlanStep, ...]
     output: Any = None
+    cost_estimate: dict[str, Any] | None = None
+    """The planner's upper bound: input_tokens, output_tokens, cost_usd, unpriced_models."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +68,7 @@ class Plan:
                 {"id": s.id, "kind": s.kind, "needs": list(s.needs), "params": s.params} for s in self.steps
             ],
             "output": self.output,
+            "cost_estimate": self.cost_estimate,
         }
 
     @classmethod
@@ -79,6 +82,7 @@ class Plan:
                 for s in data["steps"]
             ),
             output=data.get("output"),
+            cost_estimate=data.get("cost_estimate"),
         )
 
 
@@ -115,6 +119,8 @@ class RunRecord:
     cancel_reason: str = ""
     end_time: datetime | None = None
     steps: list[StepRecord] = field(default_factory=list)
+    budget: dict[str, Any] | None = None
+    """The run's cap ({max_cost_usd, max_tokens}), if any."""
 
     @property
     def name(self) -> str:

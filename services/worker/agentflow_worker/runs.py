@@ -11,6 +11,7 @@ from agentflow_runtime.errors import FailedPrecondition, InvalidArgument, NotFou
 from agentflow_runtime.names import RUN_ID, WORKFLOW_ID
 from agentflow_runtime.protojson import utcnow
 
+from agentflow_worker.budget import Budget, preflight
 from agentflow_worker.hub import EventHub
 from agentflow_worker.model import Event, Plan, RunRecord, RunState
 from agentflow_worker.scheduler import Scheduler
@@ -50,6 +51,7 @@ class Runs:
         run_input: dict[str, Any],
         labels: dict[str, str],
         request_id: str,
+        budget: Budget | None = None,
     ) -> tuple[RunRecord, bool]:
         if not _WORKFLOW_NAME.fullmatch(workflow):
             raise InvalidArgument(
@@ -62,6 +64,7 @@ class Runs:
             if existing is not None:
                 return existing, False
         plan = await self.compile_plan(workflow, version)
+        preflight(budget, plan.cost_estimate)
         run = RunRecord(
             run_id=uuid.uuid4().hex,
             tenant=tenant,
@@ -72,6 +75,7 @@ class Runs:
             state=RunState.PENDING,
             input=run_input,
             labels=labels,
+            budget=budget.to_json() if budget is not None and budget.capped else None,
             create_time=utcnow(),
         )
         run, created = await self.store.create(run, request_id or None)

@@ -14,6 +14,7 @@ from agentflow_runtime.pagination import clamp_page_size, decode_token, encode_t
 from agentflow_runtime.protojson import dict_from_struct, struct_from_dict, timestamp
 
 from agentflow_worker.approvals import Approvals
+from agentflow_worker.budget import Budget
 from agentflow_worker.convert import event_pb, run_pb
 from agentflow_worker.runs import Runs
 
@@ -34,6 +35,9 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
             dict_from_struct(request.input),
             dict(request.labels),
             request.request_id,
+            Budget(request.budget.max_cost_usd, request.budget.max_tokens)
+            if request.HasField("budget")
+            else None,
         )
         if created:
             self.audit.record(

@@ -33,6 +33,7 @@ runs = Table(
     Column("output", JSON),
     Column("error", JSON),
     Column("labels", JSON, nullable=False),
+    Column("budget", JSON),
     Column("request_id", String(128)),
     Column("input_tokens", BigInteger, nullable=False, default=0),
     Column("output_tokens", BigInteger, nullable=False, default=0),
