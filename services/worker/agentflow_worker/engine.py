@@ -62,7 +62,6 @@ class RunEngine:
         self._notify = notify
         self._sleep = sleep
         self._rand = rand
-        self._inflight: dict[str, tuple[PlanStep, dict[str, Any], int]] = {}
         self._lock = asyncio.Lock()
         self._seq = 0
         self._state = RunState.PENDING
@@ -102,8 +101,23 @@ class RunEngine:
         self._state = run.state
 
     async def cancel(self, run: RunRecord, reason: str) -> RunState:
-        """Record the cancellation (steps not finished are skipped)."""
+        """Stop the calls of steps the journal shows RUNNING, then record the cancellation (steps not
+        finished are skipped).
+
+        `run` is read after the local calls were cancelled (or after their worker died), so RUNNING steps
+        are exactly the calls that may still be running at a callee: keyed tool executions outlive their
+        caller on purpose, so each gets an explicit stop (CancelToolExecution) under its journaled attempt.
+        This also reaches the tools of a worker that crashed before the cancel request was seen.
+        """
         self._load(run)
+        plan = {s.id: s for s in run.plan.steps}
+        running = [
+            (plan[r.step_id], r.attempts)
+            for r in run.steps
+            if r.state is StepState.RUNNING and r.attempts > 0 and r.step_id in plan
+        ]
+        # Params unrendered: what a stop needs (the tool name) is a literal the planner validated.
+        await asyncio.gather(*(self._stop_call(run, s, s.params, a) for s, a in running))
         return await self._finish(
             run,
             RunState.CANCELLED,
@@ -228,7 +242,6 @@ class RunEngine:
         (keyed tool executions outlive their caller), so it is stopped there before anything else happens.
         """
         timeout = params.get("timeout_seconds")
-        self._inflight[step.id] = (step, params, attempt)
         try:
             if not timeout:
                 return await self._call(run, step, params, attempt)
@@ -250,8 +263,6 @@ class RunEngine:
             if exc.error.get("code") == "DEADLINE_EXCEEDED":
                 await self._stop_call(run, step, params, attempt)
             raise
-        finally:
-            self._inflight.pop(step.id, None)
 
     async def _call(self, run: RunRecord, step: PlanStep, params: dict[str, Any], attempt: int) -> StepResult:
         async def emit(kind: EventType, step_id: str, data: dict[str, Any]) -> None:
@@ -266,14 +277,6 @@ class RunEngine:
         raise StepFailed(
             error_json("UNIMPLEMENTED", f"step kind {step.kind!r} is not executable", "STEP_KIND")
         )
-
-    def inflight(self) -> list[tuple[PlanStep, dict[str, Any], int]]:
-        """The calls in flight now (step, rendered params, attempt): what `stop_calls` would stop."""
-        return list(self._inflight.values())
-
-    async def stop_calls(self, run: RunRecord, calls: list[tuple[PlanStep, dict[str, Any], int]]) -> None:
-        """Stop `calls` at their callees (a run being cancelled): tools are killed, not just abandoned."""
-        await asyncio.gather(*(self._stop_call(run, s, p, a) for s, p, a in calls))
 
     async def _stop_call(self, run: RunRecord, step: PlanStep, params: dict[str, Any], attempt: int) -> None:
         try:

@@ -20,7 +20,7 @@ from agentflow_runtime import logs
 
 from agentflow_worker.calls import StepCalls
 from agentflow_worker.engine import LeaseLost, RunEngine
-from agentflow_worker.model import RunRecord, RunState
+from agentflow_worker.model import RunState
 from agentflow_worker.store import RunStore
 
 log = logging.getLogger("agentflow.worker.scheduler")
@@ -51,7 +51,6 @@ class Scheduler:
         self.concurrency = concurrency
         self.on_finish = on_finish
         self.active: dict[str, asyncio.Task[None]] = {}
-        self._stopping: set[asyncio.Task[None]] = set()
         self._poller: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -67,7 +66,6 @@ class Scheduler:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*self._stopping, return_exceptions=True)
 
     async def submit(self, run_id: str) -> bool:
         """Try to claim and start a run now (the fast path after StartRun)."""
@@ -105,10 +103,9 @@ class Scheduler:
             work = asyncio.current_task()
             assert work is not None
             cancel_seen = asyncio.Event()
-            heartbeat = asyncio.get_running_loop().create_task(
-                self._heartbeat(run, engine, work, cancel_seen)
-            )
+            heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(run_id, work, cancel_seen))
             if run.cancel_requested:
+                cancel_seen.set()  # already handled here: the heartbeat only renews
                 state = await engine.cancel(run, run.cancel_reason)
             else:
                 try:
@@ -139,24 +136,17 @@ class Scheduler:
             self.active.pop(run_id, None)
             logs.run_id_var.reset(token)
 
-    async def _heartbeat(
-        self, run: RunRecord, engine: RunEngine, work: asyncio.Task[None], cancel_seen: asyncio.Event
-    ) -> None:
+    async def _heartbeat(self, run_id: str, work: asyncio.Task[None], cancel_seen: asyncio.Event) -> None:
         while True:
             await asyncio.sleep(min(self.lease_seconds / 3, 1.0))
-            ours, cancel = await self.store.renew(run.run_id, self.owner, self.lease_seconds)
+            ours, cancel = await self.store.renew(run_id, self.owner, self.lease_seconds)
             if not ours:
                 # Another worker owns the run now and resumes its calls under the same keys: leave them be.
                 work.cancel()
                 return
             if cancel and not cancel_seen.is_set():
+                # The run is cancelled: cancel the local calls (so no result lands after the request was
+                # seen); `RunEngine.cancel` then stops them at their callees while this loop keeps the
+                # lease renewed.
                 cancel_seen.set()
-                # The run is cancelled: cancel the local calls first (so no result lands after the request
-                # was seen) and stop them at their callees, since keyed tool executions outlive the caller.
-                inflight = engine.inflight()
                 work.cancel()
-                if inflight:
-                    stopping = asyncio.get_running_loop().create_task(engine.stop_calls(run, inflight))
-                    self._stopping.add(stopping)
-                    stopping.add_done_callback(self._stopping.discard)
-                return

@@ -521,3 +521,22 @@ async def test_a_crash_mid_call_resumes_the_same_attempt_even_after_retries(
 
     assert await run_with(store, calls, crashed, Sleeps()) is RunState.SUCCEEDED
     assert calls.attempts == [("a", 2)], "same attempt, same key: the callee replays or attaches"
+
+
+async def test_cancel_stops_steps_a_crashed_worker_left_running(store: RunStore, calls: FakeCalls) -> None:
+    first = FakeCalls()
+    first.script("a", gate=asyncio.Event())
+    run = await claimed(store, plan_of(step("a", "tool", tool="slow"), step("b", needs=("a",))))
+    task = asyncio.create_task(RunEngine(store, first, OWNER, Notes()).execute(run))
+    await first.wait_started("a")
+    task.cancel()  # the worker dies mid-call; its tool keeps running at the sandbox
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    orphaned = await reload(store, run.run_id)
+    engine = RunEngine(store, calls, OWNER, Notes())
+    assert await asyncio.wait_for(engine.cancel(orphaned, "stop it"), SAFETY) is RunState.CANCELLED
+    assert calls.stopped == [("a", "tool", 1)]
+    assert calls.calls == []
+    stored = await reload(store, run.run_id)
+    assert {s.step_id: s.state for s in stored.steps} == {"a": StepState.SKIPPED, "b": StepState.SKIPPED}
