@@ -250,6 +250,8 @@ class Executions:
 
         loop = asyncio.get_running_loop()
         live.process = loop.create_task(drive())
+        if live.cancel_requested:  # cancelled between `_start` and this task's first step
+            live.process.cancel()
         beat = loop.create_task(self._beat(live, tenant, key))
         error: BaseException | None = None
         try:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from agentflow_runtime.errors import FailedPrecondition, Unavailable
 from agentflow_tool_sandbox.arguments import args_digest
-from agentflow_tool_sandbox.events import Chunk, Event, Stream
+from agentflow_tool_sandbox.events import Chunk, Event, Result, Stream
 from agentflow_tool_sandbox.executions import Executions
 from agentflow_tool_sandbox.executor import ProcessRunner
 from agentflow_tool_sandbox.spec import Limits, ProcessSpec, ToolSpec
@@ -265,3 +265,17 @@ async def test_close_kills_what_is_still_running_without_recording_it(
     store = ExecutionStore(engine)
     assert await store.get("acme", "k") is None
     assert await store.marker("acme", "k") is not None, "left to go stale, so a retry re-runs the tool"
+
+
+async def test_a_cancel_right_after_the_start_still_kills(
+    executions: Executions, counting: CountingRunner, tmp_path: Path
+) -> None:
+    # White-box: the cancel lands after the execution was registered, before its task first ran.
+    marker = tmp_path / "after"
+    live = executions._start("acme", _slow_tool(marker, seconds=2), {}, "k", args_digest({}))
+    assert await executions.cancel("acme", "slow", "k") == "cancelled"
+    assert live.finished
+    result = live.events[-1]
+    assert isinstance(result, Result) and result.cancelled
+    await asyncio.sleep(2.5)
+    assert not marker.exists()
