@@ -37,7 +37,8 @@ async def test_start_run_path_body_and_identity(
     assert metadata["x-af-principal"] == "alice"
     assert metadata["x-af-role"] == "developer"
     deadline = servicer.deadlines[-1]
-    assert deadline is not None and 25 < deadline <= 30
+    # The default 30 s deadline arrives; grpc-timeout encoding may round it up by a fraction of a second.
+    assert deadline is not None and 25 < deadline <= 31
     assert channels.asked == ["worker"]
 
 
