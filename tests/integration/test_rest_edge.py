@@ -176,6 +176,35 @@ def test_budget_below_the_estimate_is_refused_before_anything_runs(
     assert run["budget"] == {"maxTokens": str(tokens)}
 
 
+def test_a_run_whose_spend_overruns_the_estimate_is_stopped(edge: str, token: str) -> None:
+    """The estimate allows 256 tokens for a templated input; a far longer input spends the budget early."""
+    source = (
+        f"id: overrun-{uuid.uuid4().hex[:6]}\nsteps:\n"
+        "  - id: first\n    kind: model\n    prompt: 'Summarise {{ input.text }}'\n    max_tokens: 50\n"
+        "  - id: second\n    kind: model\n    needs: [first]\n    prompt: 'Shorter: {{ steps.first.output.text }}'\n"
+        "    max_tokens: 50\n"
+    )
+    created = httpx.post(
+        f"{edge}/v1/workflows", headers=auth(token), json={"source": source}, timeout=30
+    ).json()
+    estimate = httpx.post(
+        f"{edge}/v1/{created['name']}:compile", headers=auth(token), json={}, timeout=30
+    ).json()
+    cap = int(estimate["costEstimate"]["inputTokens"]) + int(estimate["costEstimate"]["outputTokens"])
+    body = {"workflow": created["name"], "input": {"text": "word " * 2000}, "budget": {"maxTokens": cap}}
+    run = httpx.post(f"{edge}/v1/runs", headers=auth(token), json=body, timeout=30).json()
+    with httpx.stream("GET", f"{edge}/v1/{run['name']}:watch", headers=auth(token), timeout=60) as stream:
+        for _ in stream.iter_lines():
+            pass
+    final = httpx.get(f"{edge}/v1/{run['name']}", headers=auth(token), timeout=30).json()
+    assert final["state"] == "RUN_STATE_FAILED"
+    reasons = [d.get("reason") for d in final["error"]["details"]]
+    assert "BUDGET_EXHAUSTED" in reasons
+    steps = {s["stepId"]: s["state"] for s in final["steps"]}
+    assert steps == {"first": "STEP_STATE_SUCCEEDED", "second": "STEP_STATE_SKIPPED"}
+    assert int(final["usage"]["totalTokens"]) > cap
+
+
 def test_idempotent_start_returns_the_same_run(edge: str, token: str, workflow: str) -> None:
     body = {"workflow": workflow, "input": {"topic": "idempotency"}, "requestId": uuid.uuid4().hex}
     first = httpx.post(f"{edge}/v1/runs", headers=auth(token), json=body, timeout=30).json()

@@ -20,6 +20,7 @@ from typing import Any
 from agentflow_runtime import templates
 from agentflow_runtime.protojson import utcnow
 
+from agentflow_worker.budget import Budget, spent_usd
 from agentflow_worker.calls import StepCalls, StepFailed, StepResult
 from agentflow_worker.model import (
     Event,
@@ -128,6 +129,7 @@ class RunEngine:
         pending = {s.id: s for s in run.plan.steps if s.id not in outputs}
         running: dict[asyncio.Task[StepResult], PlanStep] = {}
         failure: StepFailed | None = None
+        spend = _Spend(run)
         while (pending or running) and failure is None:
             for step in [s for s in pending.values() if all(n in outputs for n in s.needs)]:
                 del pending[step.id]
@@ -149,6 +151,10 @@ class RunEngine:
                 exc = task.exception()
                 if exc is None:
                     outputs[step.id] = task.result().output
+                    spend.add(step, task.result())
+                    if pending and (exhausted := spend.exhausted()) is not None:
+                        # Clean stop: no further step starts; in-flight ones finish and are journaled.
+                        failure = failure or StepFailed(exhausted)
                 elif isinstance(exc, StepFailed):
                     failure = failure or exc
                 else:
@@ -374,6 +380,40 @@ class RunEngine:
                         record.state = StepState(changes.get("state", record.state))
                         record.attempts = changes.get("attempts", record.attempts)
         await self._notify(run.run_id)
+
+
+class _Spend:
+    """What a run has spent (from its journal, then each step as it succeeds) against its budget."""
+
+    def __init__(self, run: RunRecord) -> None:
+        self.budget = Budget.from_json(run.budget)
+        self.tokens = run.input_tokens + run.output_tokens
+        self.cost_usd = spent_usd(run.steps)
+
+    def add(self, step: PlanStep, result: StepResult) -> None:
+        self.tokens += result.input_tokens + result.output_tokens
+        if step.kind == "model" and isinstance(result.output, dict):
+            self.cost_usd += float(result.output.get("cost_usd") or 0.0)
+
+    def exhausted(self) -> dict[str, Any] | None:
+        """The run error when the budget is spent, else None."""
+        budget = self.budget
+        if budget is None:
+            return None
+        over_cost = budget.max_cost_usd > 0 and self.cost_usd >= budget.max_cost_usd
+        over_tokens = budget.max_tokens > 0 and self.tokens >= budget.max_tokens
+        if not (over_cost or over_tokens):
+            return None
+        return error_json(
+            "RESOURCE_EXHAUSTED",
+            f"budget spent: ${self.cost_usd:.6f} of ${budget.max_cost_usd:.6f}, "
+            f"{self.tokens} of {budget.max_tokens} tokens",
+            "BUDGET_EXHAUSTED",
+            spent_cost_usd=f"{self.cost_usd:.6f}",
+            spent_tokens=str(self.tokens),
+            max_cost_usd=f"{budget.max_cost_usd:.6f}",
+            max_tokens=str(budget.max_tokens),
+        )
 
 
 def _finished_steps(run: RunRecord) -> set[str]:

@@ -18,6 +18,7 @@ from .conftest import (
     assert_contiguous,
     create_run,
     diamond,
+    new_run,
     plan_of,
     step,
     types,
@@ -540,3 +541,49 @@ async def test_cancel_stops_steps_a_crashed_worker_left_running(store: RunStore,
     assert calls.calls == []
     stored = await reload(store, run.run_id)
     assert {s.step_id: s.state for s in stored.steps} == {"a": StepState.SKIPPED, "b": StepState.SKIPPED}
+
+
+async def test_a_spent_budget_stops_the_run_cleanly(store: RunStore, calls: FakeCalls) -> None:
+    """Three 10-token model steps under a 15-token cap: the second spends it, the third never starts."""
+    plan = plan_of(step("a", "model"), step("b", "model", ("a",)), step("c", "model", ("b",)))
+    for step_id in ("a", "b", "c"):
+        calls.script(step_id, tokens=(4, 6))
+    run = new_run(plan)
+    run.budget = {"max_cost_usd": 0.0, "max_tokens": 15}
+    created, _ = await store.create(run, None)
+    assert await store.claim(created.run_id, OWNER, 600)
+    fresh = await reload(store, created.run_id)
+    assert await execute(store, calls, fresh) is RunState.FAILED
+    assert calls.called() == ["a", "b"]
+    stored = await reload(store, created.run_id)
+    assert stored.error is not None
+    assert stored.error["code"] == "RESOURCE_EXHAUSTED"
+    assert stored.error["reason"] == "BUDGET_EXHAUSTED"
+    assert stored.error["metadata"]["spent_tokens"] == "20"
+    states = {s.step_id: s.state for s in stored.steps}
+    assert states == {"a": StepState.SUCCEEDED, "b": StepState.SUCCEEDED, "c": StepState.SKIPPED}
+    assert stored.input_tokens + stored.output_tokens == 20
+
+
+async def test_a_budget_is_counted_from_the_journal_on_resume(store: RunStore, calls: FakeCalls) -> None:
+    """A resumed run keeps what it spent before the crash: the budget is not reset by a new worker."""
+    plan = plan_of(step("a", "model"), step("b", "model", ("a",)), step("c", "model", ("b",)))
+    for step_id in ("a", "b", "c"):
+        calls.script(step_id, tokens=(4, 6))
+    run = new_run(plan)
+    run.budget = {"max_cost_usd": 0.0, "max_tokens": 25}
+    created, _ = await store.create(run, None)
+    assert await store.claim(created.run_id, OWNER, 600)
+    # A first worker journals `a` and `b` (20 tokens) and dies.
+    first = FakeCalls()
+    for step_id in ("a", "b"):
+        first.script(step_id, tokens=(4, 6))
+    first.script("c", gate=asyncio.Event())
+    task = asyncio.create_task(execute(store, first, await reload(store, created.run_id)))
+    await first.wait_started("c")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    # The next worker runs `c` (30 tokens in all): spent only after the last step, so the run succeeds.
+    assert await execute(store, calls, await reload(store, created.run_id)) is RunState.SUCCEEDED
+    assert calls.called() == ["c"]
+    assert (await reload(store, created.run_id)).input_tokens == 12
