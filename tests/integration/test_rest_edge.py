@@ -181,7 +181,8 @@ def test_a_run_whose_spend_overruns_the_estimate_is_stopped(edge: str, token: st
     source = (
         f"id: overrun-{uuid.uuid4().hex[:6]}\nsteps:\n"
         "  - id: first\n    kind: model\n    prompt: 'Summarise {{ input.text }}'\n    max_tokens: 50\n"
-        "  - id: second\n    kind: model\n    needs: [first]\n    prompt: 'Shorter: {{ steps.first.output.text }}'\n"
+        "  - id: second\n    kind: model\n    needs: [first]\n"
+        "    prompt: 'Shorter: {{ steps.first.output.text }}'\n"
         "    max_tokens: 50\n"
     )
     created = httpx.post(
