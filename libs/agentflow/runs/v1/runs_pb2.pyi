@@ -123,6 +123,8 @@ class _RunEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunEvent
     """The run failed (data.error)."""
     RUN_EVENT_TYPE_RUN_CANCELLED: _RunEventType.ValueType  # 10
     """The run was cancelled."""
+    RUN_EVENT_TYPE_STEP_SKIPPED: _RunEventType.ValueType  # 11
+    """A step did not run: its `when` condition was false, or a step it needs was skipped (data.reason)."""
 
 class RunEventType(_RunEventType, metaclass=_RunEventTypeEnumTypeWrapper):
     """RunEventType says what a run event records."""
@@ -149,6 +151,8 @@ RUN_EVENT_TYPE_RUN_FAILED: RunEventType.ValueType  # 9
 """The run failed (data.error)."""
 RUN_EVENT_TYPE_RUN_CANCELLED: RunEventType.ValueType  # 10
 """The run was cancelled."""
+RUN_EVENT_TYPE_STEP_SKIPPED: RunEventType.ValueType  # 11
+"""A step did not run: its `when` condition was false, or a step it needs was skipped (data.reason)."""
 Global___RunEventType: _TypeAlias = RunEventType  # noqa: Y015
 
 @_typing.final
