@@ -265,7 +265,7 @@ def check_definition(
         if not isinstance(desc, str):
             out.add(f"{path}.description", "must be a string")
         params = normalize_params(StepKind(step_kind), step, path, out)
-        own = {key: value for key, value in step.items() if key not in COMMON_FIELDS}
+        own = {key: value for key, value in step.items() if key not in COMMON_FIELDS or key == "when"}
         upstream = graph.ancestors(step_id, needs) if step_id else set()
         check_templates(own, path, out, known_steps=known, upstream=upstream, input_fields=input_fields)
         if step_id:

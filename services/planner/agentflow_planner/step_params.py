@@ -27,7 +27,7 @@ from .violations import Violations
 
 __all__ = ["COMMON_FIELDS", "RETRY_FIELDS", "StepKind", "normalize_params"]
 
-COMMON_FIELDS = frozenset({"id", "kind", "needs", "description", "timeout_seconds", "retry"})
+COMMON_FIELDS = frozenset({"id", "kind", "needs", "description", "timeout_seconds", "retry", "when"})
 RETRY_FIELDS = frozenset(
     {"max_attempts", "initial_backoff_seconds", "max_backoff_seconds", "multiplier", "jitter", "retry_on"}
 )
@@ -263,9 +263,16 @@ def normalize_params(kind: StepKind, step: Mapping[str, Any], path: str, out: Vi
     """Checks a step's kind-specific fields (reporting into `out`) and returns their normalised form.
 
     `timeout_seconds`, valid on every kind, bounds each attempt of the step's call, and `retry` (see
-    `_retry`) says how failed attempts are retried; both travel with the params.
+    `_retry`) says how failed attempts are retried; `when` (a boolean or a template evaluated when the
+    step's needs are met) skips the step when false. All three travel with the params.
     """
     params = _NORMALIZERS[kind](step, path, out)
+    if "when" in step:
+        when = step["when"]
+        if isinstance(when, bool) or (isinstance(when, str) and when.strip()):
+            params["when"] = when
+        else:
+            out.add(f"{path}.when", "must be a boolean or a non-empty template such as '{{ input.enabled }}'")
     if "retry" in step:
         retry = _retry(step["retry"], f"{path}.retry", out)
         if retry is not None:

@@ -79,7 +79,10 @@ class RunEngine:
                 run_values={"state": RunState.RUNNING.value},
                 new_state=RunState.RUNNING,
             )
-        outputs = {s.step_id: s.output for s in run.steps if s.state is StepState.SUCCEEDED}
+        # Skipped steps (a false `when`) are settled too: their output is null.
+        outputs = {
+            s.step_id: s.output for s in run.steps if s.state in (StepState.SUCCEEDED, StepState.SKIPPED)
+        }
         failed = next((s for s in run.steps if s.state is StepState.FAILED), None)
         if failed is not None:
             return await self._finish(run, RunState.FAILED, error=failed.error)
@@ -130,11 +133,23 @@ class RunEngine:
         running: dict[asyncio.Task[StepResult], PlanStep] = {}
         failure: StepFailed | None = None
         spend = _Spend(run)
+        skipped = {s.step_id for s in run.steps if s.state is StepState.SKIPPED}
         while (pending or running) and failure is None:
-            for step in [s for s in pending.values() if all(n in outputs for n in s.needs)]:
-                del pending[step.id]
-                running[asyncio.create_task(self._step(run, step, outputs))] = step
+            ready = [s for s in pending.values() if all(n in outputs for n in s.needs)]
+            while ready:  # a skip can make further steps ready at once
+                for step in ready:
+                    del pending[step.id]
+                    reason = await self._skip_reason(run, step, outputs, skipped)
+                    if reason is None:
+                        running[asyncio.create_task(self._step(run, step, outputs))] = step
+                        continue
+                    await self._skip(run, step, reason)
+                    skipped.add(step.id)
+                    outputs[step.id] = None
+                ready = [s for s in pending.values() if all(n in outputs for n in s.needs)]
             if not running:
+                if not pending:
+                    break
                 raise StepFailed(
                     error_json("FAILED_PRECONDITION", "plan has unreachable steps", "PLAN_STUCK")
                 )
@@ -171,6 +186,32 @@ class RunEngine:
                     raise result
         if failure is not None:
             raise failure
+
+    async def _skip_reason(
+        self, run: RunRecord, step: PlanStep, outputs: dict[str, Any], skipped: set[str]
+    ) -> str | None:
+        """Why a ready step does not run (a skipped need, a false `when`), or None when it runs."""
+        gone = sorted(n for n in step.needs if n in skipped)
+        if gone:
+            return f"needs skipped step {gone[0]}"
+        if "when" not in step.params:
+            return None
+        try:
+            value = templates.render(step.params["when"], _scope(run, outputs))
+        except templates.TemplateError as exc:
+            error = error_json("INVALID_ARGUMENT", f"step {step.id} when: {exc}", "TEMPLATE_ERROR")
+            await self._step_failed(run, step, error, 0)
+            raise StepFailed(error) from exc
+        return None if _truthy(value) else "condition is false"
+
+    async def _skip(self, run: RunRecord, step: PlanStep, reason: str) -> None:
+        await self._write(
+            run,
+            EventType.STEP_SKIPPED,
+            step.id,
+            {"reason": reason},
+            step_values={step.id: {"state": StepState.SKIPPED.value, "end_time": utcnow()}},
+        )
 
     async def _step(self, run: RunRecord, step: PlanStep, outputs: dict[str, Any]) -> StepResult:
         """Attempts of one step until one succeeds or the retry policy gives up.
@@ -380,6 +421,16 @@ class RunEngine:
                         record.state = StepState(changes.get("state", record.state))
                         record.attempts = changes.get("attempts", record.attempts)
         await self._notify(run.run_id)
+
+
+_FALSE_WORDS = frozenset({"", "false", "0", "no", "off", "none", "null"})
+
+
+def _truthy(value: Any) -> bool:
+    """A `when` value: false, null, 0, empty, and the words false/no/off/none/null (any case) are false."""
+    if isinstance(value, str):
+        return value.strip().lower() not in _FALSE_WORDS
+    return bool(value)
 
 
 class _Spend:

@@ -214,3 +214,37 @@ def test_retry_is_checked_normalised_with_defaults_and_kept_in_params() -> None:
     ]
     _, violations = check_definition({"id": "t", "steps": [{**step, "retry": 3}]})
     assert [v.field for v in violations] == ["steps[0].retry"]
+
+
+def test_when_is_kept_and_its_references_must_be_upstream() -> None:
+    from agentflow_planner.compiler import compile_plan
+    from agentflow_planner.definition import check_definition
+
+    ok = {
+        "id": "w",
+        "steps": [
+            {"id": "a", "kind": "tool", "tool": "word-count"},
+            {
+                "id": "b",
+                "kind": "tool",
+                "tool": "word-count",
+                "needs": ["a"],
+                "when": "{{ steps.a.output.words }}",
+            },
+        ],
+    }
+    definition, violations = check_definition(ok)
+    assert definition is not None and not violations
+    assert compile_plan(definition).steps[1].params["when"] == "{{ steps.a.output.words }}"
+    not_upstream = {
+        "id": "w",
+        "steps": [
+            {"id": "a", "kind": "tool", "tool": "word-count", "when": "{{ steps.b.output.words }}"},
+            {"id": "b", "kind": "tool", "tool": "word-count"},
+        ],
+    }
+    _, violations = check_definition(not_upstream)
+    assert any(v.field.startswith("steps[0].when") for v in violations), violations
+    bad = {"id": "w", "steps": [{"id": "a", "kind": "tool", "tool": "word-count", "when": 3}]}
+    _, violations = check_definition(bad)
+    assert [v.field for v in violations] == ["steps[0].when"]

@@ -587,3 +587,53 @@ async def test_a_budget_is_counted_from_the_journal_on_resume(store: RunStore, c
     assert await execute(store, calls, await reload(store, created.run_id)) is RunState.SUCCEEDED
     assert calls.called() == ["c"]
     assert (await reload(store, created.run_id)).input_tokens == 12
+
+
+async def test_a_false_condition_skips_the_step_and_what_needs_it(store: RunStore, calls: FakeCalls) -> None:
+    plan = plan_of(
+        step("a"),
+        step("b", needs=("a",), when="{{ steps.a.output.go }}"),
+        step("c", needs=("b",)),
+        step("d", needs=("a",), when="{{ steps.a.output.label | upper }}"),
+        output={"b": "{{ steps.b.output | default('none') }}", "d": "{{ steps.d.output }}"},
+    )
+    calls.script("a", output={"go": False, "label": "yes"})
+    calls.script("d", output="ran")
+    run = await claimed(store, plan)
+    assert await execute(store, calls, run) is RunState.SUCCEEDED
+    assert sorted(calls.called()) == ["a", "d"]
+    stored = await reload(store, run.run_id)
+    states = {s.step_id: s.state for s in stored.steps}
+    assert states == {
+        "a": StepState.SUCCEEDED,
+        "b": StepState.SKIPPED,
+        "c": StepState.SKIPPED,
+        "d": StepState.SUCCEEDED,
+    }
+    events = await all_events(store, run.run_id)
+    assert_contiguous(events)
+    skips = {e.step_id: e.data["reason"] for e in events if e.type is EventType.STEP_SKIPPED}
+    assert skips == {"b": "condition is false", "c": "needs skipped step b"}
+    assert stored.output == {"b": "none", "d": "ran"}
+
+
+@pytest.mark.parametrize("value", ["false", "No", "0", "", "null", 0, None, [], {}])
+def test_false_values_of_a_condition(value: object) -> None:
+    from agentflow_worker.engine import _truthy
+
+    assert _truthy(value) is False
+
+
+async def test_a_skipped_step_stays_skipped_on_resume(store: RunStore, calls: FakeCalls) -> None:
+    plan = plan_of(step("a"), step("b", needs=("a",), when=False), step("c", needs=("a",)))
+    gate = asyncio.Event()
+    first = FakeCalls()
+    first.script("c", gate=gate)
+    run = await claimed(store, plan)
+    task = asyncio.create_task(execute(store, first, run))
+    await first.wait_started("c")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert await execute(store, calls, await reload(store, run.run_id)) is RunState.SUCCEEDED
+    assert calls.called() == ["c"]
+    assert {s.step_id: s.state for s in (await reload(store, run.run_id)).steps}["b"] is StepState.SKIPPED
