@@ -155,6 +155,46 @@ RUN_EVENT_TYPE_STEP_SKIPPED: RunEventType.ValueType  # 11
 """A step did not run: its `when` condition was false, or a step it needs was skipped (data.reason)."""
 Global___RunEventType: _TypeAlias = RunEventType  # noqa: Y015
 
+class _ReplayVerdict:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReplayVerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReplayVerdict.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REPLAY_VERDICT_UNSPECIFIED: _ReplayVerdict.ValueType  # 0
+    """Not set."""
+    REPLAY_VERDICT_MATCH: _ReplayVerdict.ValueType  # 1
+    """The step would get exactly the input it had."""
+    REPLAY_VERDICT_INPUT_CHANGED: _ReplayVerdict.ValueType  # 2
+    """The step would get a different input (template, params or upstream wiring changed)."""
+    REPLAY_VERDICT_ADDED: _ReplayVerdict.ValueType  # 3
+    """The replayed plan has the step; the journal does not."""
+    REPLAY_VERDICT_REMOVED: _ReplayVerdict.ValueType  # 4
+    """The journal has the step; the replayed plan does not."""
+    REPLAY_VERDICT_KIND_CHANGED: _ReplayVerdict.ValueType  # 5
+    """The step kind changed."""
+    REPLAY_VERDICT_NOT_RUN: _ReplayVerdict.ValueType  # 6
+    """The step did not run (skipped, or the run ended first): there is no input to compare."""
+
+class ReplayVerdict(_ReplayVerdict, metaclass=_ReplayVerdictEnumTypeWrapper):
+    """ReplayVerdict says how a journaled step compares with the replayed plan."""
+
+REPLAY_VERDICT_UNSPECIFIED: ReplayVerdict.ValueType  # 0
+"""Not set."""
+REPLAY_VERDICT_MATCH: ReplayVerdict.ValueType  # 1
+"""The step would get exactly the input it had."""
+REPLAY_VERDICT_INPUT_CHANGED: ReplayVerdict.ValueType  # 2
+"""The step would get a different input (template, params or upstream wiring changed)."""
+REPLAY_VERDICT_ADDED: ReplayVerdict.ValueType  # 3
+"""The replayed plan has the step; the journal does not."""
+REPLAY_VERDICT_REMOVED: ReplayVerdict.ValueType  # 4
+"""The journal has the step; the replayed plan does not."""
+REPLAY_VERDICT_KIND_CHANGED: ReplayVerdict.ValueType  # 5
+"""The step kind changed."""
+REPLAY_VERDICT_NOT_RUN: ReplayVerdict.ValueType  # 6
+"""The step did not run (skipped, or the run ended first): there is no input to compare."""
+Global___ReplayVerdict: _TypeAlias = ReplayVerdict  # noqa: Y015
+
 @_typing.final
 class Run(_message.Message):
     """Run is one execution of a workflow plan."""
@@ -582,6 +622,102 @@ class CancelRunRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelRunRequest: _TypeAlias = CancelRunRequest  # noqa: Y015
+
+@_typing.final
+class ReplayRunRequest(_message.Message):
+    """Request for ReplayRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    WORKFLOW_VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `runs/{run}`."""
+    workflow_version: _builtins.int
+    """Workflow version to replay against; 0 means the latest."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        workflow_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "workflow_version", b"workflow_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayRunRequest: _TypeAlias = ReplayRunRequest  # noqa: Y015
+
+@_typing.final
+class ReplayRunResponse(_message.Message):
+    """Response for ReplayRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCHES_FIELD_NUMBER: _builtins.int
+    JOURNALED_PLAN_HASH_FIELD_NUMBER: _builtins.int
+    REPLAYED_PLAN_HASH_FIELD_NUMBER: _builtins.int
+    REPLAYED_WORKFLOW_VERSION_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    matches: _builtins.bool
+    """True when the plans match and every step matches."""
+    journaled_plan_hash: _builtins.str
+    """The plan hash the run executed."""
+    replayed_plan_hash: _builtins.str
+    """The plan hash of the workflow replayed against."""
+    replayed_workflow_version: _builtins.int
+    """The workflow version replayed against."""
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepReplay]:
+        """One entry per step of either plan."""
+
+    def __init__(
+        self,
+        *,
+        matches: _builtins.bool = ...,
+        journaled_plan_hash: _builtins.str = ...,
+        replayed_plan_hash: _builtins.str = ...,
+        replayed_workflow_version: _builtins.int = ...,
+        steps: _abc.Iterable[Global___StepReplay] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["journaled_plan_hash", b"journaled_plan_hash", "matches", b"matches", "replayed_plan_hash", b"replayed_plan_hash", "replayed_workflow_version", b"replayed_workflow_version", "steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayRunResponse: _TypeAlias = ReplayRunResponse  # noqa: Y015
+
+@_typing.final
+class StepReplay(_message.Message):
+    """StepReplay is the verdict for one step."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    step_id: _builtins.str
+    """The step id."""
+    verdict: Global___ReplayVerdict.ValueType
+    """The verdict."""
+    detail: _builtins.str
+    """What differs, when something does."""
+    def __init__(
+        self,
+        *,
+        step_id: _builtins.str = ...,
+        verdict: Global___ReplayVerdict.ValueType = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "step_id", b"step_id", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepReplay: _TypeAlias = StepReplay  # noqa: Y015
 
 @_typing.final
 class WatchRunRequest(_message.Message):

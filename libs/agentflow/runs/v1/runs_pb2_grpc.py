@@ -55,6 +55,11 @@ class RunServiceStub:
                 request_serializer=agentflow_dot_runs_dot_v1_dot_runs__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=agentflow_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
                 _registered_method=True)
+        self.ReplayRun = channel.unary_unary(
+                '/agentflow.runs.v1.RunService/ReplayRun',
+                request_serializer=agentflow_dot_runs_dot_v1_dot_runs__pb2.ReplayRunRequest.SerializeToString,
+                response_deserializer=agentflow_dot_runs_dot_v1_dot_runs__pb2.ReplayRunResponse.FromString,
+                _registered_method=True)
         self.WatchRun = channel.unary_stream(
                 '/agentflow.runs.v1.RunService/WatchRun',
                 request_serializer=agentflow_dot_runs_dot_v1_dot_runs__pb2.WatchRunRequest.SerializeToString,
@@ -94,6 +99,14 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplayRun(self, request, context):
+        """Replays a finished run from its journal, calling nothing, and reports whether the workflow as it is now
+        would give every step the input it had: a changed plan or step wiring is reported, never run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchRun(self, request, context):
         """Streams a run's events from `after_seq` on; ends when the run has finished.
         """
@@ -123,6 +136,11 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.CancelRun,
                     request_deserializer=agentflow_dot_runs_dot_v1_dot_runs__pb2.CancelRunRequest.FromString,
                     response_serializer=agentflow_dot_runs_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'ReplayRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayRun,
+                    request_deserializer=agentflow_dot_runs_dot_v1_dot_runs__pb2.ReplayRunRequest.FromString,
+                    response_serializer=agentflow_dot_runs_dot_v1_dot_runs__pb2.ReplayRunResponse.SerializeToString,
             ),
             'WatchRun': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchRun,
@@ -239,6 +257,33 @@ class RunService:
             '/agentflow.runs.v1.RunService/CancelRun',
             agentflow_dot_runs_dot_v1_dot_runs__pb2.CancelRunRequest.SerializeToString,
             agentflow_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentflow.runs.v1.RunService/ReplayRun',
+            agentflow_dot_runs_dot_v1_dot_runs__pb2.ReplayRunRequest.SerializeToString,
+            agentflow_dot_runs_dot_v1_dot_runs__pb2.ReplayRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

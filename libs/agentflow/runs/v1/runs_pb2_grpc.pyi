@@ -41,6 +41,10 @@ class RunServiceStub:
     """Lists the caller's runs, newest first."""
     CancelRun: _grpc.UnaryUnaryMultiCallable[_runs_pb2.CancelRunRequest, _runs_pb2.Run]
     """Cancels a run that has not finished. Cancelling a finished run is an error."""
+    ReplayRun: _grpc.UnaryUnaryMultiCallable[_runs_pb2.ReplayRunRequest, _runs_pb2.ReplayRunResponse]
+    """Replays a finished run from its journal, calling nothing, and reports whether the workflow as it is now
+    would give every step the input it had: a changed plan or step wiring is reported, never run.
+    """
     WatchRun: _grpc.UnaryStreamMultiCallable[_runs_pb2.WatchRunRequest, _runs_pb2.RunEvent]
     """Streams a run's events from `after_seq` on; ends when the run has finished."""
 
@@ -57,6 +61,10 @@ class RunServiceAsyncStub(RunServiceStub):
     """Lists the caller's runs, newest first."""
     CancelRun: _aio.UnaryUnaryMultiCallable[_runs_pb2.CancelRunRequest, _runs_pb2.Run]  # type: ignore[assignment]
     """Cancels a run that has not finished. Cancelling a finished run is an error."""
+    ReplayRun: _aio.UnaryUnaryMultiCallable[_runs_pb2.ReplayRunRequest, _runs_pb2.ReplayRunResponse]  # type: ignore[assignment]
+    """Replays a finished run from its journal, calling nothing, and reports whether the workflow as it is now
+    would give every step the input it had: a changed plan or step wiring is reported, never run.
+    """
     WatchRun: _aio.UnaryStreamMultiCallable[_runs_pb2.WatchRunRequest, _runs_pb2.RunEvent]  # type: ignore[assignment]
     """Streams a run's events from `after_seq` on; ends when the run has finished."""
 
@@ -94,6 +102,16 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_runs_pb2.Run, _abc.Awaitable[_runs_pb2.Run]]:
         """Cancels a run that has not finished. Cancelling a finished run is an error."""
+
+    @_abc_1.abstractmethod
+    def ReplayRun(
+        self,
+        request: _runs_pb2.ReplayRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_runs_pb2.ReplayRunResponse, _abc.Awaitable[_runs_pb2.ReplayRunResponse]]:
+        """Replays a finished run from its journal, calling nothing, and reports whether the workflow as it is now
+        would give every step the input it had: a changed plan or step wiring is reported, never run.
+        """
 
     @_abc_1.abstractmethod
     def WatchRun(
