@@ -142,6 +142,34 @@ def test_run_streams_events_and_reads_back(edge: str, token: str, workflow: str)
     assert [int(e["seq"]) for e in resumed] == seqs[3:]
 
 
+def test_replay_of_a_finished_run_matches_and_calls_nothing(edge: str, token: str, workflow: str) -> None:
+    run = httpx.post(
+        f"{edge}/v1/runs",
+        headers=auth(token),
+        json={"workflow": workflow, "input": {"topic": "replay"}},
+        timeout=30,
+    ).json()
+    early = httpx.post(f"{edge}/v1/{run['name']}:replay", headers=auth(token), json={}, timeout=30)
+    if early.status_code != 200:  # still running: replay needs a complete journal
+        assert error_info(assert_status_body(early, 400, 9))["reason"] == "RUN_NOT_FINISHED"
+    with httpx.stream("GET", f"{edge}/v1/{run['name']}:watch", headers=auth(token), timeout=60) as stream:
+        for _ in stream.iter_lines():
+            pass
+    before = httpx.get(f"{edge}/v1/{run['name']}", headers=auth(token), timeout=30).json()
+    report = httpx.post(f"{edge}/v1/{run['name']}:replay", headers=auth(token), json={}, timeout=30).json()
+    assert report["matches"] is True, report
+    assert report["journaledPlanHash"] == report["replayedPlanHash"] == before["planHash"]
+    assert {s["stepId"]: s["verdict"] for s in report["steps"]} == {
+        sid: "REPLAY_VERDICT_MATCH" for sid in ("draft", "count", "remember", "recall")
+    }
+    after = httpx.get(f"{edge}/v1/{run['name']}", headers=auth(token), timeout=30).json()
+    assert after["lastEventSeq"] == before["lastEventSeq"]  # nothing ran, nothing was written
+    missing = httpx.post(
+        f"{edge}/v1/{run['name']}:replay", headers=auth(token), json={"workflowVersion": 7}, timeout=30
+    )
+    assert_status_body(missing, 404, 5)
+
+
 def test_runs_are_isolated_by_tenant(edge: str, settings: Settings, token: str, workflow: str) -> None:
     run = httpx.post(
         f"{edge}/v1/runs",

@@ -13,6 +13,7 @@ from google.rpc import status_pb2
 
 from agentflow_worker.budget import Budget, spent_usd
 from agentflow_worker.model import Event, RunRecord, StepRecord
+from agentflow_worker.replay import ReplayReport
 
 
 def status(error: dict[str, Any] | None) -> status_pb2.Status | None:
@@ -90,4 +91,21 @@ def event_pb(event: Event) -> runs_pb2.RunEvent:
         run_state=runs_pb2.RunState.Value(f"RUN_STATE_{event.run_state.value}"),
         data=struct_from_dict(event.data),
         create_time=timestamp(event.create_time),
+    )
+
+
+def replay_pb(report: ReplayReport) -> runs_pb2.ReplayRunResponse:
+    return runs_pb2.ReplayRunResponse(
+        matches=report.matches,
+        journaled_plan_hash=report.journaled_plan_hash,
+        replayed_plan_hash=report.replayed_plan_hash,
+        replayed_workflow_version=report.replayed_workflow_version,
+        steps=[
+            runs_pb2.StepReplay(
+                step_id=s.step_id,
+                verdict=runs_pb2.ReplayVerdict.Value(f"REPLAY_VERDICT_{s.verdict.value}"),
+                detail=s.detail,
+            )
+            for s in report.steps
+        ],
     )

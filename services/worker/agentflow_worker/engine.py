@@ -22,6 +22,7 @@ from agentflow_runtime.protojson import utcnow
 
 from agentflow_worker.budget import Budget, spent_usd
 from agentflow_worker.calls import StepCalls, StepFailed, StepResult
+from agentflow_worker.inputs import input_digest, scope
 from agentflow_worker.model import (
     Event,
     EventType,
@@ -197,7 +198,7 @@ class RunEngine:
         if "when" not in step.params:
             return None
         try:
-            value = templates.render(step.params["when"], _scope(run, outputs))
+            value = templates.render(step.params["when"], scope(run, outputs))
         except templates.TemplateError as exc:
             error = error_json("INVALID_ARGUMENT", f"step {step.id} when: {exc}", "TEMPLATE_ERROR")
             await self._step_failed(run, step, error, 0)
@@ -239,7 +240,7 @@ class RunEngine:
                 step_values={step.id: values},
             )
             try:
-                params = templates.render(step.params, _scope(run, outputs))
+                params = templates.render(step.params, scope(run, outputs))
                 result = await self._attempt(run, step, params, attempt)
             except templates.TemplateError as exc:
                 error = error_json("INVALID_ARGUMENT", f"step {step.id}: {exc}", "TEMPLATE_ERROR")
@@ -267,7 +268,12 @@ class RunEngine:
                 run,
                 EventType.STEP_SUCCEEDED,
                 step.id,
-                {"output": result.output, "attempt": attempt, **result.meta},
+                {
+                    "output": result.output,
+                    "attempt": attempt,
+                    "input_digest": input_digest(params),
+                    **result.meta,
+                },
                 step_values={
                     step.id: {
                         "state": StepState.SUCCEEDED.value,
@@ -386,7 +392,7 @@ class RunEngine:
     def _run_output(self, run: RunRecord, outputs: dict[str, Any]) -> Any:
         if run.plan.output is None:
             return dict(outputs)
-        return templates.render(run.plan.output, _scope(run, outputs))
+        return templates.render(run.plan.output, scope(run, outputs))
 
     async def _write(
         self,
@@ -469,7 +475,3 @@ class _Spend:
 
 def _finished_steps(run: RunRecord) -> set[str]:
     return {s.step_id for s in run.steps if s.state in (StepState.SUCCEEDED, StepState.FAILED)}
-
-
-def _scope(run: RunRecord, outputs: dict[str, Any]) -> dict[str, Any]:
-    return {"input": run.input, "steps": {sid: {"output": out} for sid, out in outputs.items()}}

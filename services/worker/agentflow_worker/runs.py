@@ -14,6 +14,7 @@ from agentflow_runtime.protojson import utcnow
 from agentflow_worker.budget import Budget, preflight
 from agentflow_worker.hub import EventHub
 from agentflow_worker.model import Event, Plan, RunRecord, RunState
+from agentflow_worker.replay import ReplayReport, replay
 from agentflow_worker.scheduler import Scheduler
 from agentflow_worker.store import RunStore
 
@@ -101,6 +102,18 @@ class Runs:
         # An unclaimed run is cancelled here and now; a running one by its lease owner's heartbeat.
         await self.scheduler.submit(run.run_id)
         return await self.get(tenant, name)
+
+    async def replay(self, tenant: str, name: str, version: int) -> ReplayReport:
+        """Replay a finished run against the workflow as it is now (or `version`); calls nothing."""
+        run = await self.get(tenant, name)
+        if not run.state.final:
+            raise FailedPrecondition(
+                f"{name} has not finished ({run.state.value}); replay needs a complete journal",
+                reason="RUN_NOT_FINISHED",
+                metadata={"run": name, "state": run.state.value},
+            )
+        plan = await self.compile_plan(run.workflow, version)
+        return replay(run, plan, await self.store.input_digests(run.run_id))
 
     async def watch(self, tenant: str, name: str, after_seq: int) -> AsyncIterator[Event]:
         run = await self.get(tenant, name)

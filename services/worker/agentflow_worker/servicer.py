@@ -15,7 +15,7 @@ from agentflow_runtime.protojson import dict_from_struct, struct_from_dict, time
 
 from agentflow_worker.approvals import Approvals
 from agentflow_worker.budget import Budget
-from agentflow_worker.convert import event_pb, run_pb
+from agentflow_worker.convert import event_pb, replay_pb, run_pb
 from agentflow_worker.runs import Runs
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -61,6 +61,11 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         run = await self.runs.cancel(context.current().tenant, request.name, request.reason)
         self.audit.record("run.cancel", run.name, details={"reason": request.reason})
         return run_pb(run)
+
+    async def ReplayRun(self, request: runs_pb2.ReplayRunRequest, ctx: Ctx) -> runs_pb2.ReplayRunResponse:
+        report = await self.runs.replay(context.current().tenant, request.name, request.workflow_version)
+        self.audit.record("run.replay", request.name, details={"matches": report.matches})
+        return replay_pb(report)
 
     async def WatchRun(self, request: runs_pb2.WatchRunRequest, ctx: Ctx) -> AsyncIterator[runs_pb2.RunEvent]:
         async for event in self.runs.watch(context.current().tenant, request.name, request.after_seq):

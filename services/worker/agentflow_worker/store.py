@@ -237,6 +237,17 @@ class RunStore:
         async with self.db.connect() as conn:
             return [_event(r._mapping) for r in (await conn.execute(query)).all()]
 
+    async def input_digests(self, run_id: str) -> dict[str, str]:
+        """The `input_digest` journaled with each step's success (the last one per step)."""
+        query = (
+            select(events.c.step_id, events.c.data)
+            .where(events.c.run_id == run_id, events.c.type == EventType.STEP_SUCCEEDED.value)
+            .order_by(events.c.seq)
+        )
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {r.step_id: r.data["input_digest"] for r in rows if (r.data or {}).get("input_digest")}
+
     async def run_state(self, run_id: str) -> tuple[RunState, int] | None:
         async with self.db.connect() as conn:
             row = (

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from agentflow_worker.engine import LeaseLost, RunEngine
+from agentflow_worker.inputs import input_digest
 from agentflow_worker.model import EventType, Plan, RunRecord, RunState, StepState
 from agentflow_worker.store import RunStore
 
@@ -101,7 +102,12 @@ async def test_dag_runs_siblings_concurrently_and_journals_every_result(
     assert position[(EventType.STEP_SUCCEEDED, "b")] < position[(EventType.STEP_STARTED, "d")]
     assert position[(EventType.STEP_SUCCEEDED, "c")] < position[(EventType.STEP_STARTED, "d")]
     succeeded_b = next(e for e in events if (e.type, e.step_id) == (EventType.STEP_SUCCEEDED, "b"))
-    assert succeeded_b.data == {"output": {"text": "B"}, "attempt": 1, "fake": True}
+    assert succeeded_b.data == {
+        "output": {"text": "B"},
+        "attempt": 1,
+        "input_digest": input_digest(calls.params("b")),  # what the step was given, for replay
+        "fake": True,
+    }
     started_a = next(e for e in events if (e.type, e.step_id) == (EventType.STEP_STARTED, "a"))
     assert started_a.data == {"attempt": 1}
     # Watchers were woken for every event the engine wrote.
