@@ -89,6 +89,10 @@ class FakeRunService(runs_pb2_grpc.RunServiceServicer):
         self._record(request, context)
         return runs_pb2.Run(name=request.name, state=runs_pb2.RUN_STATE_CANCELLED)
 
+    async def ReplayRun(self, request: Any, context: Any) -> runs_pb2.ReplayRunResponse:
+        self._record(request, context)
+        return runs_pb2.ReplayRunResponse(matches=True)
+
     async def WatchRun(self, request: Any, context: Any) -> AsyncIterator[runs_pb2.RunEvent]:
         self._record(request, context)
         for seq in range(request.after_seq + 1, 4):
