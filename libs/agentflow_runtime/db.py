@@ -53,6 +53,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
 
     @classmethod
     def for_service(cls, settings: Settings, service: str) -> Database:
@@ -86,8 +87,10 @@ class Database:
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads (autocommit semantics per statement are not assumed)."""
+        """A connection for reads only: on SQLite its transaction is deferred, so readers run concurrently."""
         async with self.engine.connect() as conn:
+            if self.is_sqlite:
+                await conn.execution_options(**{_READ_ONLY: True})
             yield conn
 
     async def dispose(self) -> None:
@@ -95,7 +98,23 @@ class Database:
         await self.engine.dispose()
 
 
+_READ_ONLY = "agentflow_read_only"
+
+
+def _sqlite_begin(conn: Any) -> None:
+    """Every SQLite transaction takes the write lock when it begins (BEGIN IMMEDIATE), reads excepted.
+
+    A deferred transaction that reads and then writes while another connection holds the write lock gets
+    SQLITE_BUSY at once, without the busy timeout (SQLite cannot let it wait: its snapshot is stale), which
+    surfaced as "database is locked" under concurrent runs. IMMEDIATE waits its turn (busy_timeout) instead.
+    """
+    read_only = conn.get_execution_options().get(_READ_ONLY, False)
+    conn.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The driver must not open transactions by itself: `_sqlite_begin` does, with the right mode.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")

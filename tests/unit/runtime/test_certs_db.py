@@ -48,3 +48,29 @@ def test_integral_numbers_print_as_integers() -> None:
         "b": [1.5, 2],
         "c": {"d": "x"},
     }
+
+
+async def test_concurrent_read_then_write_transactions_wait_and_lose_nothing(tmp_path: Path) -> None:
+    """SQLite: deferred transactions that read then write fail at once with 'database is locked' under
+    concurrency; write transactions begin IMMEDIATE, so they wait their turn and no update is lost."""
+    import asyncio
+
+    from sqlalchemy import update
+
+    metadata = MetaData()
+    counter = Table("counter", metadata, Column("id", Integer, primary_key=True), Column("n", Integer))
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}")
+    await db.create_all(metadata)
+    async with db.begin() as conn:
+        await conn.execute(insert(counter).values(id=1, n=0))
+
+    async def bump() -> None:
+        async with db.begin() as conn:
+            n = (await conn.execute(select(counter.c.n))).scalar_one()
+            await asyncio.sleep(0.005)
+            await conn.execute(update(counter).values(n=n + 1))
+
+    await asyncio.gather(*(bump() for _ in range(20)))
+    async with db.connect() as conn:
+        assert (await conn.execute(select(counter.c.n))).scalar_one() == 20
+    await db.dispose()
