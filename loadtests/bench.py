@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from agentflow_cli.ports import free_mesh_ports
+from agentflow_cli.procstat import machine_busy, process_cpu
 from agentflow_cli.supervisor import Mesh
 from agentflow_cli.tokens import dev_token
 from agentflow_runtime.settings import SERVICES, Settings, load_settings
@@ -44,7 +45,6 @@ LOADTESTS = REPO / "loadtests"
 MAX_ERROR_RATE = 0.01
 SATURATED = 0.85  # cores busy at which a single-process service counts as saturated
 WORKFLOW = "workflows/demo"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PATHS = ("grpc", "http", "edge-grpc")
 # The processes whose CPU gets its own column; the other mesh services are summed as "rest".
 CPU_COLUMNS = ("gateway", "planner", "k6")
@@ -208,25 +208,6 @@ def targets(settings: Settings, token: str) -> dict[str, Target]:
 
 
 # --- CPU accounting ----------------------------------------------------------------------------------------
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a live process has used; 0 when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat.rpartition(")")[2].split()
-    # After "pid (comm)": state is field 3, utime 14, stime 15 (1-based) → 11 and 12 here.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has spent not idle, summed over cores."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    # guest time is already counted in user/nice: only the first eight fields add up.
-    return (sum(values[:8]) - idle) / CLK_TCK
 
 
 def mesh_cpu(mesh: Mesh) -> dict[str, float]:

@@ -40,7 +40,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -55,7 +54,9 @@ from typing import Any
 
 import httpx
 import orjson
+from agentflow_cli.pgtemp import postgres_available, postgres_database
 from agentflow_cli.ports import free_mesh_ports
+from agentflow_cli.procstat import machine_busy, process_cpu
 from agentflow_cli.supervisor import Mesh
 from agentflow_cli.tokens import dev_token
 from agentflow_runtime.db import Database, UtcDateTime
@@ -63,10 +64,8 @@ from agentflow_runtime.settings import Settings, load_settings
 from sqlalchemy import JSON, Column, Integer, MetaData, String, Table
 
 REPO = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 STEPS = 5
 BACKENDS = ("sqlite", "postgres")
-PG_ADMIN_DSN = os.environ.get("AF_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 RUN_TIMEOUT = 30.0  # seconds for one run, start to final event (a stuck run fails, not the bench)
 WARMUP_RUNS = 4
 FINAL = {
@@ -143,23 +142,6 @@ def parse_args(argv: Sequence[str]) -> Options:
 
 
 # --- CPU accounting (as loadtests/bench.py) ----------------------------------------------------------------
-
-
-def process_cpu(pid: int | str) -> float:
-    """CPU seconds (user + system) a live process has used; 0 when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat.rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has spent not idle, summed over cores."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return (sum(values[:8]) - idle) / CLK_TCK
 
 
 class CpuWindow:
@@ -242,35 +224,6 @@ class Scenario:
 
 
 # --- the mesh and the database -----------------------------------------------------------------------------
-
-
-def postgres_available() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    """A throwaway PostgreSQL database (as tests/support.py makes them); yields its SQLAlchemy URL."""
-    import asyncpg
-
-    name = f"af_bench_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @contextmanager

@@ -4,27 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from agentflow_cli.pgtemp import postgres_available, postgres_database
 from agentflow_cli.ports import free_mesh_ports
 from agentflow_cli.supervisor import Mesh
 from agentflow_runtime.settings import Settings
 
-PG_ADMIN_DSN = os.environ.get("AF_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REPO = Path(__file__).resolve().parent.parent
 
-
-def postgres_available() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return True
-    except OSError:
-        return False
+__all__ = [
+    "REPO",
+    "mesh_settings",
+    "postgres_available",
+    "postgres_database",
+    "require_postgres",
+    "running_mesh",
+]
 
 
 def require_postgres() -> None:
@@ -34,27 +33,6 @@ def require_postgres() -> None:
     if os.environ.get("CI") == "true":
         pytest.fail("PostgreSQL on 127.0.0.1:5432 is required under CI")
     pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh database for one test session, dropped afterwards; yields its SQLAlchemy URL."""
-    import asyncpg
-
-    name = f"af_test_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def mesh_settings(data_dir: Path, database_url: str | None = None) -> tuple[Settings, dict[str, str]]:
