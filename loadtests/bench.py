@@ -19,7 +19,6 @@ Usage: .venv/bin/python loadtests/bench.py [--vus 32] [--duration 15] [--warmup 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -28,17 +27,16 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentflow_cli.ports import free_mesh_ports
+from agentflow_cli.localmesh import running_mesh
 from agentflow_cli.procstat import machine_busy, process_cpu
 from agentflow_cli.supervisor import Mesh
 from agentflow_cli.tokens import dev_token
-from agentflow_runtime.settings import SERVICES, Settings, load_settings
+from agentflow_runtime.settings import SERVICES, Settings
 
 REPO = Path(__file__).resolve().parent.parent
 LOADTESTS = REPO / "loadtests"
@@ -142,36 +140,6 @@ def find_k6(explicit: str) -> Path:
 
 
 # --- the mesh ----------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def running_mesh(data_dir: Path) -> Iterator[tuple[Settings, Mesh]]:
-    """The whole mesh as real processes (as `af up` and the integration tests start it)."""
-    base, http = free_mesh_ports()
-    env = {
-        "AF_BASE_PORT": str(base),
-        "AF_HTTP_PORT": str(http),
-        "AF_DATA_DIR": str(data_dir),
-        "AF_CATALOG_DIR": str(REPO / "catalog"),
-        "AF_LOG_LEVEL": "INFO",
-        "AF_DRAIN_SECONDS": "2",
-    }
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)  # the same settings the processes will read from their environment
-    try:
-        settings = load_settings()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    mesh = Mesh(settings, env=env)
-    asyncio.run(mesh.up(timeout=120))
-    try:
-        yield settings, mesh
-    finally:
-        mesh.down()
 
 
 def targets(settings: Settings, token: str) -> dict[str, Target]:
@@ -414,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         print(f"starting the mesh in {data_dir} ...", flush=True)
         started = time.monotonic()
-        with running_mesh(data_dir) as (settings, mesh):
+        with running_mesh(data_dir, REPO / "catalog") as (settings, mesh):
             print(f"mesh up in {time.monotonic() - started:.1f}s", flush=True)
             all_targets = targets(settings, dev_token(settings, ttl=3600))
             work = data_dir / "k6"

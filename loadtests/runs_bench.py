@@ -45,8 +45,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -54,13 +53,13 @@ from typing import Any
 
 import httpx
 import orjson
+from agentflow_cli.localmesh import running_mesh
 from agentflow_cli.pgtemp import postgres_available, postgres_database
-from agentflow_cli.ports import free_mesh_ports
 from agentflow_cli.procstat import machine_busy, process_cpu
 from agentflow_cli.supervisor import Mesh
 from agentflow_cli.tokens import dev_token
 from agentflow_runtime.db import Database, UtcDateTime
-from agentflow_runtime.settings import Settings, load_settings
+from agentflow_runtime.settings import Settings
 from sqlalchemy import JSON, Column, Integer, MetaData, String, Table
 
 REPO = Path(__file__).resolve().parent.parent
@@ -224,38 +223,6 @@ class Scenario:
 
 
 # --- the mesh and the database -----------------------------------------------------------------------------
-
-
-@contextmanager
-def running_mesh(data_dir: Path, database_url: str | None) -> Iterator[tuple[Settings, Mesh]]:
-    """The whole mesh as real processes (as `af up`, loadtests/bench.py and the integration tests)."""
-    base, http = free_mesh_ports()
-    env = {
-        "AF_BASE_PORT": str(base),
-        "AF_HTTP_PORT": str(http),
-        "AF_DATA_DIR": str(data_dir),
-        "AF_CATALOG_DIR": str(REPO / "catalog"),
-        "AF_LOG_LEVEL": "INFO",
-        "AF_DRAIN_SECONDS": "2",
-    }
-    if database_url:
-        env["AF_DATABASE_URL"] = database_url
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        settings = load_settings()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    mesh = Mesh(settings, env=env)
-    asyncio.run(mesh.up(timeout=120))
-    try:
-        yield settings, mesh
-    finally:
-        mesh.down()
 
 
 # --- driving runs through the REST edge --------------------------------------------------------------------
@@ -522,7 +489,7 @@ def bench_backend(opts: Options, backend: str, database_url: str | None) -> list
     try:
         started = time.monotonic()
         print(f"{backend}: starting the mesh in {data_dir} ...", flush=True)
-        with running_mesh(data_dir, database_url) as (settings, mesh):
+        with running_mesh(data_dir, REPO / "catalog", database_url) as (settings, mesh):
             print(f"{backend}: mesh up in {time.monotonic() - started:.1f}s", flush=True)
             results = run_async(measure_backend(opts, settings, mesh, backend, data_dir, database_url))
             dead = [name for name, proc in mesh.procs.items() if proc.poll() is not None]

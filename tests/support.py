@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from agentflow_cli import localmesh
+from agentflow_cli.localmesh import isolated_settings
 from agentflow_cli.pgtemp import postgres_available, postgres_database
-from agentflow_cli.ports import free_mesh_ports
 from agentflow_cli.supervisor import Mesh
 from agentflow_runtime.settings import Settings
 
@@ -36,35 +36,12 @@ def require_postgres() -> None:
 
 
 def mesh_settings(data_dir: Path, database_url: str | None = None) -> tuple[Settings, dict[str, str]]:
-    """Settings for a test mesh, and the environment that gives the same settings to its processes."""
-    base, http = free_mesh_ports()
-    env = {
-        "AF_BASE_PORT": str(base),
-        "AF_HTTP_PORT": str(http),
-        "AF_DATA_DIR": str(data_dir),
-        "AF_CATALOG_DIR": str(REPO / "catalog"),
-        "AF_LOG_LEVEL": "INFO",
-        "AF_DRAIN_SECONDS": "2",
-    }
-    if database_url:
-        env["AF_DATABASE_URL"] = database_url
-    for key, value in env.items():
-        os.environ[key] = value
-    try:
-        settings = Settings()
-    finally:
-        for key in env:
-            os.environ.pop(key, None)
-    return settings, env
+    """Settings for a test mesh on the repo's catalog, and the environment its processes need."""
+    return isolated_settings(data_dir, REPO / "catalog", database_url)
 
 
 @contextmanager
 def running_mesh(data_dir: Path, database_url: str | None = None) -> Iterator[tuple[Settings, Mesh]]:
     """Start all seven services as real processes with mTLS; stop them afterwards."""
-    settings, env = mesh_settings(data_dir, database_url)
-    mesh = Mesh(settings, env=env)
-    asyncio.run(mesh.up(timeout=120))
-    try:
-        yield settings, mesh
-    finally:
-        mesh.down()
+    with localmesh.running_mesh(data_dir, REPO / "catalog", database_url) as running:
+        yield running
