@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from agentflow.common.v1 import common_pb2 as agentflow_dot_common_dot_v1_dot_common__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n agentflow/models/v1/models.proto\x12\x13\x61gentflow.models.v1\x1a agentflow/common/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"\xc8\x01\n\x05Model\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08R\x04name\x12\x1a\n\x08provider\x18\x02 \x01(\tR\x08provider\x12%\n\x0eprovider_model\x18\x03 \x01(\tR\rproviderModel\x12/\n\x14input_price_per_mtok\x18\x04 \x01(\x01R\x11inputPricePerMtok\x12\x31\n\x15output_price_per_mtok\x18\x05 \x01(\x01R\x12outputPricePerMtok\"R\n\x07Message\x12-\n\x04role\x18\x01 \x01(\x0e\x32\x19.agentflow.models.v1.RoleR\x04role\x12\x18\n\x07\x63ontent\x18\x02 \x01(\tR\x07\x63ontent\"\x13\n\x11ListModelsRequest\"H\n\x12ListModelsResponse\x12\x32\n\x06models\x18\x01 \x03(\x0b\x32\x1a.agentflow.models.v1.ModelR\x06models\"\x82\x02\n\x0f\x43ompleteRequest\x12\x1a\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x05model\x12>\n\x08messages\x18\x02 \x03(\x0b\x32\x1c.agentflow.models.v1.MessageB\x04\xe2\x41\x01\x02R\x08messages\x12\x1d\n\nmax_tokens\x18\x03 \x01(\x05R\tmaxTokens\x12 \n\x0btemperature\x18\x04 \x01(\x02R\x0btemperature\x12\'\n\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12\x10\n\x03run\x18\x06 \x01(\tR\x03run\x12\x17\n\x07step_id\x18\x07 \x01(\tR\x06stepId\"\xf3\x01\n\x10\x43ompleteResponse\x12\x14\n\x05model\x18\x01 \x01(\tR\x05model\x12\x36\n\x07message\x18\x02 \x01(\x0b\x32\x1c.agentflow.models.v1.MessageR\x07message\x12#\n\rfinish_reason\x18\x03 \x01(\tR\x0c\x66inishReason\x12\x35\n\x05usage\x18\x04 \x01(\x0b\x32\x1f.agentflow.common.v1.TokenUsageR\x05usage\x12\x19\n\x08\x63ost_usd\x18\x05 \x01(\x01R\x07\x63ostUsd\x12\x1a\n\x08replayed\x18\x06 \x01(\x08R\x08replayed\"\xdf\x01\n\x15StreamCompleteRequest\x12\x1a\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x05model\x12>\n\x08messages\x18\x02 \x03(\x0b\x32\x1c.agentflow.models.v1.MessageB\x04\xe2\x41\x01\x02R\x08messages\x12\x1d\n\nmax_tokens\x18\x03 \x01(\x05R\tmaxTokens\x12 \n\x0btemperature\x18\x04 \x01(\x02R\x0btemperature\x12\x10\n\x03run\x18\x05 \x01(\tR\x03run\x12\x17\n\x07step_id\x18\x06 \x01(\tR\x06stepId\"\xa5\x01\n\x16StreamCompleteResponse\x12\x14\n\x05\x64\x65lta\x18\x01 \x01(\tR\x05\x64\x65lta\x12#\n\rfinish_reason\x18\x02 \x01(\tR\x0c\x66inishReason\x12\x35\n\x05usage\x18\x03 \x01(\x0b\x32\x1f.agentflow.common.v1.TokenUsageR\x05usage\x12\x19\n\x08\x63ost_usd\x18\x04 \x01(\x01R\x07\x63ostUsd\"F\n\x0c\x45mbedRequest\x12\x1a\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x05model\x12\x1a\n\x05texts\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02R\x05texts\"\x86\x01\n\rEmbedResponse\x12>\n\nembeddings\x18\x01 \x03(\x0b\x32\x1e.agentflow.models.v1.EmbeddingR\nembeddings\x12\x35\n\x05usage\x18\x02 \x01(\x0b\x32\x1f.agentflow.common.v1.TokenUsageR\x05usage\"#\n\tEmbedding\x12\x16\n\x06values\x18\x01 \x03(\x02R\x06values*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x32\x9a\x04\n\x0cModelService\x12q\n\nListModels\x12&.agentflow.models.v1.ListModelsRequest\x1a\'.agentflow.models.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12\x81\x01\n\x08\x43omplete\x12$.agentflow.models.v1.CompleteRequest\x1a%.agentflow.models.v1.CompleteResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/{model=models/*}:complete:\x01*\x12\x9b\x01\n\x0eStreamComplete\x12*.agentflow.models.v1.StreamCompleteRequest\x1a+.agentflow.models.v1.StreamCompleteResponse\".\x82\xd3\xe4\x93\x02(\"#/v1/{model=models/*}:streamComplete:\x01*0\x01\x12u\n\x05\x45mbed\x12!.agentflow.models.v1.EmbedRequest\x1a\".agentflow.models.v1.EmbedResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/{model=models/*}:embed:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n agentflow/models/v1/models.proto\x12\x13\x61gentflow.models.v1\x1a agentflow/common/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xc8\x01\n\x05Model\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08R\x04name\x12\x1a\n\x08provider\x18\x02 \x01(\tR\x08provider\x12%\n\x0eprovider_model\x18\x03 \x01(\tR\rproviderModel\x12/\n\x14input_price_per_mtok\x18\x04 \x01(\x01R\x11inputPricePerMtok\x12\x31\n\x15output_price_per_mtok\x18\x05 \x01(\x01R\x12outputPricePerMtok\"\xb2\x01\n\x07Message\x12-\n\x04role\x18\x01 \x01(\x0e\x32\x19.agentflow.models.v1.RoleR\x04role\x12\x18\n\x07\x63ontent\x18\x02 \x01(\tR\x07\x63ontent\x12<\n\ntool_calls\x18\x03 \x03(\x0b\x32\x1d.agentflow.models.v1.ToolCallR\ttoolCalls\x12 \n\x0ctool_call_id\x18\x04 \x01(\tR\ntoolCallId\"\x85\x01\n\x0eToolDefinition\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\x12\x37\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\nparameters\"e\n\x08ToolCall\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x35\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\targuments\"\x13\n\x11ListModelsRequest\"H\n\x12ListModelsResponse\x12\x32\n\x06models\x18\x01 \x03(\x0b\x32\x1a.agentflow.models.v1.ModelR\x06models\"\xd3\x02\n\x0f\x43ompleteRequest\x12\x1a\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x05model\x12>\n\x08messages\x18\x02 \x03(\x0b\x32\x1c.agentflow.models.v1.MessageB\x04\xe2\x41\x01\x02R\x08messages\x12\x1d\n\nmax_tokens\x18\x03 \x01(\x05R\tmaxTokens\x12 \n\x0btemperature\x18\x04 \x01(\x02R\x0btemperature\x12\'\n\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12\x10\n\x03run\x18\x06 \x01(\tR\x03run\x12\x17\n\x07step_id\x18\x07 \x01(\tR\x06stepId\x12\x39\n\x05tools\x18\x08 \x03(\x0b\x32#.agentflow.models.v1.ToolDefinitionR\x05tools\x12\x14\n\x05\x61gent\x18\t \x01(\tR\x05\x61gent\"\xf3\x01\n\x10\x43ompleteResponse\x12\x14\n\x05model\x18\x01 \x01(\tR\x05model\x12\x36\n\x07message\x18\x02 \x01(\x0b\x32\x1c.agentflow.models.v1.MessageR\x07message\x12#\n\rfinish_reason\x18\x03 \x01(\tR\x0c\x66inishReason\x12\x35\n\x05usage\x18\x04 \x01(\x0b\x32\x1f.agentflow.common.v1.TokenUsageR\x05usage\x12\x19\n\x08\x63ost_usd\x18\x05 \x01(\x01R\x07\x63ostUsd\x12\x1a\n\x08replayed\x18\x06 \x01(\x08R\x08replayed\"\xdf\x01\n\x15StreamCompleteRequest\x12\x1a\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x05model\x12>\n\x08messages\x18\x02 \x03(\x0b\x32\x1c.agentflow.models.v1.MessageB\x04\xe2\x41\x01\x02R\x08messages\x12\x1d\n\nmax_tokens\x18\x03 \x01(\x05R\tmaxTokens\x12 \n\x0btemperature\x18\x04 \x01(\x02R\x0btemperature\x12\x10\n\x03run\x18\x05 \x01(\tR\x03run\x12\x17\n\x07step_id\x18\x06 \x01(\tR\x06stepId\"\xa5\x01\n\x16StreamCompleteResponse\x12\x14\n\x05\x64\x65lta\x18\x01 \x01(\tR\x05\x64\x65lta\x12#\n\rfinish_reason\x18\x02 \x01(\tR\x0c\x66inishReason\x12\x35\n\x05usage\x18\x03 \x01(\x0b\x32\x1f.agentflow.common.v1.TokenUsageR\x05usage\x12\x19\n\x08\x63ost_usd\x18\x04 \x01(\x01R\x07\x63ostUsd\"F\n\x0c\x45mbedRequest\x12\x1a\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x05model\x12\x1a\n\x05texts\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02R\x05texts\"\x86\x01\n\rEmbedResponse\x12>\n\nembeddings\x18\x01 \x03(\x0b\x32\x1e.agentflow.models.v1.EmbeddingR\nembeddings\x12\x35\n\x05usage\x18\x02 \x01(\x0b\x32\x1f.agentflow.common.v1.TokenUsageR\x05usage\"#\n\tEmbedding\x12\x16\n\x06values\x18\x01 \x03(\x02R\x06values*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04\x32\x9a\x04\n\x0cModelService\x12q\n\nListModels\x12&.agentflow.models.v1.ListModelsRequest\x1a\'.agentflow.models.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12\x81\x01\n\x08\x43omplete\x12$.agentflow.models.v1.CompleteRequest\x1a%.agentflow.models.v1.CompleteResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/{model=models/*}:complete:\x01*\x12\x9b\x01\n\x0eStreamComplete\x12*.agentflow.models.v1.StreamCompleteRequest\x1a+.agentflow.models.v1.StreamCompleteResponse\".\x82\xd3\xe4\x93\x02(\"#/v1/{model=models/*}:streamComplete:\x01*0\x01\x12u\n\x05\x45mbed\x12!.agentflow.models.v1.EmbedRequest\x1a\".agentflow.models.v1.EmbedResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/{model=models/*}:embed:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODEL'].fields_by_name['name']._loaded_options = None
   _globals['_MODEL'].fields_by_name['name']._serialized_options = b'\342A\001\010'
+  _globals['_TOOLDEFINITION'].fields_by_name['name']._loaded_options = None
+  _globals['_TOOLDEFINITION'].fields_by_name['name']._serialized_options = b'\342A\001\002'
   _globals['_COMPLETEREQUEST'].fields_by_name['model']._loaded_options = None
   _globals['_COMPLETEREQUEST'].fields_by_name['model']._serialized_options = b'\342A\001\002'
   _globals['_COMPLETEREQUEST'].fields_by_name['messages']._loaded_options = None
@@ -56,30 +59,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELSERVICE'].methods_by_name['StreamComplete']._serialized_options = b'\202\323\344\223\002(\"#/v1/{model=models/*}:streamComplete:\001*'
   _globals['_MODELSERVICE'].methods_by_name['Embed']._loaded_options = None
   _globals['_MODELSERVICE'].methods_by_name['Embed']._serialized_options = b'\202\323\344\223\002\037\"\032/v1/{model=models/*}:embed:\001*'
-  _globals['_ROLE']._serialized_start=1683
-  _globals['_ROLE']._serialized_end=1763
-  _globals['_MODEL']._serialized_start=155
-  _globals['_MODEL']._serialized_end=355
-  _globals['_MESSAGE']._serialized_start=357
-  _globals['_MESSAGE']._serialized_end=439
-  _globals['_LISTMODELSREQUEST']._serialized_start=441
-  _globals['_LISTMODELSREQUEST']._serialized_end=460
-  _globals['_LISTMODELSRESPONSE']._serialized_start=462
-  _globals['_LISTMODELSRESPONSE']._serialized_end=534
-  _globals['_COMPLETEREQUEST']._serialized_start=537
-  _globals['_COMPLETEREQUEST']._serialized_end=795
-  _globals['_COMPLETERESPONSE']._serialized_start=798
-  _globals['_COMPLETERESPONSE']._serialized_end=1041
-  _globals['_STREAMCOMPLETEREQUEST']._serialized_start=1044
-  _globals['_STREAMCOMPLETEREQUEST']._serialized_end=1267
-  _globals['_STREAMCOMPLETERESPONSE']._serialized_start=1270
-  _globals['_STREAMCOMPLETERESPONSE']._serialized_end=1435
-  _globals['_EMBEDREQUEST']._serialized_start=1437
-  _globals['_EMBEDREQUEST']._serialized_end=1507
-  _globals['_EMBEDRESPONSE']._serialized_start=1510
-  _globals['_EMBEDRESPONSE']._serialized_end=1644
-  _globals['_EMBEDDING']._serialized_start=1646
-  _globals['_EMBEDDING']._serialized_end=1681
-  _globals['_MODELSERVICE']._serialized_start=1766
-  _globals['_MODELSERVICE']._serialized_end=2304
+  _globals['_ROLE']._serialized_start=2130
+  _globals['_ROLE']._serialized_end=2225
+  _globals['_MODEL']._serialized_start=185
+  _globals['_MODEL']._serialized_end=385
+  _globals['_MESSAGE']._serialized_start=388
+  _globals['_MESSAGE']._serialized_end=566
+  _globals['_TOOLDEFINITION']._serialized_start=569
+  _globals['_TOOLDEFINITION']._serialized_end=702
+  _globals['_TOOLCALL']._serialized_start=704
+  _globals['_TOOLCALL']._serialized_end=805
+  _globals['_LISTMODELSREQUEST']._serialized_start=807
+  _globals['_LISTMODELSREQUEST']._serialized_end=826
+  _globals['_LISTMODELSRESPONSE']._serialized_start=828
+  _globals['_LISTMODELSRESPONSE']._serialized_end=900
+  _globals['_COMPLETEREQUEST']._serialized_start=903
+  _globals['_COMPLETEREQUEST']._serialized_end=1242
+  _globals['_COMPLETERESPONSE']._serialized_start=1245
+  _globals['_COMPLETERESPONSE']._serialized_end=1488
+  _globals['_STREAMCOMPLETEREQUEST']._serialized_start=1491
+  _globals['_STREAMCOMPLETEREQUEST']._serialized_end=1714
+  _globals['_STREAMCOMPLETERESPONSE']._serialized_start=1717
+  _globals['_STREAMCOMPLETERESPONSE']._serialized_end=1882
+  _globals['_EMBEDREQUEST']._serialized_start=1884
+  _globals['_EMBEDREQUEST']._serialized_end=1954
+  _globals['_EMBEDRESPONSE']._serialized_start=1957
+  _globals['_EMBEDRESPONSE']._serialized_end=2091
+  _globals['_EMBEDDING']._serialized_start=2093
+  _globals['_EMBEDDING']._serialized_end=2128
+  _globals['_MODELSERVICE']._serialized_start=2228
+  _globals['_MODELSERVICE']._serialized_end=2766
 # @@protoc_insertion_point(module_scope)

@@ -125,6 +125,10 @@ class _RunEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunEvent
     """The run was cancelled."""
     RUN_EVENT_TYPE_STEP_SKIPPED: _RunEventType.ValueType  # 11
     """A step did not run: its `when` condition was false, or a step it needs was skipped (data.reason)."""
+    RUN_EVENT_TYPE_AGENT_TURN: _RunEventType.ValueType  # 14
+    """An agent step journaled a turn: a model reply (data.reply) or a tool call's result (data.result)."""
+    RUN_EVENT_TYPE_AGENT_HANDOFF: _RunEventType.ValueType  # 15
+    """An agent handed the conversation to another (data.from, data.to, data.mode: transfer or delegate)."""
 
 class RunEventType(_RunEventType, metaclass=_RunEventTypeEnumTypeWrapper):
     """RunEventType says what a run event records."""
@@ -153,6 +157,10 @@ RUN_EVENT_TYPE_RUN_CANCELLED: RunEventType.ValueType  # 10
 """The run was cancelled."""
 RUN_EVENT_TYPE_STEP_SKIPPED: RunEventType.ValueType  # 11
 """A step did not run: its `when` condition was false, or a step it needs was skipped (data.reason)."""
+RUN_EVENT_TYPE_AGENT_TURN: RunEventType.ValueType  # 14
+"""An agent step journaled a turn: a model reply (data.reply) or a tool call's result (data.result)."""
+RUN_EVENT_TYPE_AGENT_HANDOFF: RunEventType.ValueType  # 15
+"""An agent handed the conversation to another (data.from, data.to, data.mode: transfer or delegate)."""
 Global___RunEventType: _TypeAlias = RunEventType  # noqa: Y015
 
 class _ReplayVerdict:

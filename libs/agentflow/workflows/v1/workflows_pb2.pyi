@@ -35,6 +35,8 @@ class _StepKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepKind.Val
     """Executes a tool through the tool-sandbox."""
     STEP_KIND_MEMORY: _StepKind.ValueType  # 3
     """Reads or writes memory through the memory service."""
+    STEP_KIND_AGENT: _StepKind.ValueType  # 5
+    """Runs an agent loop (model, tool calls, handoffs) until a final answer."""
 
 class StepKind(_StepKind, metaclass=_StepKindEnumTypeWrapper):
     """StepKind says what a plan step does."""
@@ -47,6 +49,8 @@ STEP_KIND_TOOL: StepKind.ValueType  # 2
 """Executes a tool through the tool-sandbox."""
 STEP_KIND_MEMORY: StepKind.ValueType  # 3
 """Reads or writes memory through the memory service."""
+STEP_KIND_AGENT: StepKind.ValueType  # 5
+"""Runs an agent loop (model, tool calls, handoffs) until a final answer."""
 Global___StepKind: _TypeAlias = StepKind  # noqa: Y015
 
 @_typing.final
