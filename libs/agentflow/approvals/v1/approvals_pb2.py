@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&agentflow/approvals/v1/approvals.proto\x12\x16\x61gentflow.approvals.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaf\x03\n\x08\x41pproval\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08R\x04name\x12\x10\n\x03run\x18\x02 \x01(\tR\x03run\x12\x17\n\x07step_id\x18\x03 \x01(\tR\x06stepId\x12;\n\x05state\x18\x04 \x01(\x0e\x32%.agentflow.approvals.v1.ApprovalStateR\x05state\x12\x31\n\x07request\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructR\x07request\x12\x1d\n\ndecided_by\x18\x06 \x01(\tR\tdecidedBy\x12\x18\n\x07\x63omment\x18\x07 \x01(\tR\x07\x63omment\x12;\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\x12;\n\x0b\x64\x65\x63ide_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ndecideTime\".\n\x12GetApprovalRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\"\x8f\x01\n\x14ListApprovalsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12;\n\x05state\x18\x03 \x01(\x0e\x32%.agentflow.approvals.v1.ApprovalStateR\x05state\"\x7f\n\x15ListApprovalsResponse\x12>\n\tapprovals\x18\x01 \x03(\x0b\x32 .agentflow.approvals.v1.ApprovalR\tapprovals\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"e\n\x15\x44\x65\x63ideApprovalRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\x12\x18\n\x07\x61pprove\x18\x02 \x01(\x08R\x07\x61pprove\x12\x18\n\x07\x63omment\x18\x03 \x01(\tR\x07\x63omment*\xa1\x01\n\rApprovalState\x12\x1e\n\x1a\x41PPROVAL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41PPROVAL_STATE_PENDING\x10\x01\x12\x1b\n\x17\x41PPROVAL_STATE_APPROVED\x10\x02\x12\x1b\n\x17\x41PPROVAL_STATE_REJECTED\x10\x03\x12\x1a\n\x16\x41PPROVAL_STATE_EXPIRED\x10\x04\x32\xa2\x03\n\x0f\x41pprovalService\x12{\n\x0bGetApproval\x12*.agentflow.approvals.v1.GetApprovalRequest\x1a .agentflow.approvals.v1.Approval\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/{name=approvals/*}\x12\x83\x01\n\rListApprovals\x12,.agentflow.approvals.v1.ListApprovalsRequest\x1a-.agentflow.approvals.v1.ListApprovalsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/approvals\x12\x8b\x01\n\x0e\x44\x65\x63ideApproval\x12-.agentflow.approvals.v1.DecideApprovalRequest\x1a .agentflow.approvals.v1.Approval\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/{name=approvals/*}:decide:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&agentflow/approvals/v1/approvals.proto\x12\x16\x61gentflow.approvals.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x04\n\x08\x41pproval\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08R\x04name\x12\x10\n\x03run\x18\x02 \x01(\tR\x03run\x12\x17\n\x07step_id\x18\x03 \x01(\tR\x06stepId\x12;\n\x05state\x18\x04 \x01(\x0e\x32%.agentflow.approvals.v1.ApprovalStateR\x05state\x12\x31\n\x07request\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructR\x07request\x12\x1d\n\ndecided_by\x18\x06 \x01(\tR\tdecidedBy\x12\x18\n\x07\x63omment\x18\x07 \x01(\tR\x07\x63omment\x12;\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\x12;\n\x0b\x64\x65\x63ide_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ndecideTime\x12\x12\n\x04rule\x18\x0b \x01(\tR\x04rule\x12%\n\x0e\x61pprover_roles\x18\x0c \x03(\tR\rapproverRoles\x12\x41\n\ton_expiry\x18\r \x01(\x0e\x32$.agentflow.approvals.v1.ExpiryActionR\x08onExpiry\".\n\x12GetApprovalRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\"\xa1\x01\n\x14ListApprovalsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12;\n\x05state\x18\x03 \x01(\x0e\x32%.agentflow.approvals.v1.ApprovalStateR\x05state\x12\x10\n\x03run\x18\x04 \x01(\tR\x03run\"\x7f\n\x15ListApprovalsResponse\x12>\n\tapprovals\x18\x01 \x03(\x0b\x32 .agentflow.approvals.v1.ApprovalR\tapprovals\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"e\n\x15\x44\x65\x63ideApprovalRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\x12\x18\n\x07\x61pprove\x18\x02 \x01(\x08R\x07\x61pprove\x12\x18\n\x07\x63omment\x18\x03 \x01(\tR\x07\x63omment*`\n\x0c\x45xpiryAction\x12\x1d\n\x19\x45XPIRY_ACTION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XPIRY_ACTION_FAIL\x10\x01\x12\x19\n\x15\x45XPIRY_ACTION_APPROVE\x10\x02*\xa1\x01\n\rApprovalState\x12\x1e\n\x1a\x41PPROVAL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41PPROVAL_STATE_PENDING\x10\x01\x12\x1b\n\x17\x41PPROVAL_STATE_APPROVED\x10\x02\x12\x1b\n\x17\x41PPROVAL_STATE_REJECTED\x10\x03\x12\x1a\n\x16\x41PPROVAL_STATE_EXPIRED\x10\x04\x32\xa2\x03\n\x0f\x41pprovalService\x12{\n\x0bGetApproval\x12*.agentflow.approvals.v1.GetApprovalRequest\x1a .agentflow.approvals.v1.Approval\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/{name=approvals/*}\x12\x83\x01\n\rListApprovals\x12,.agentflow.approvals.v1.ListApprovalsRequest\x1a-.agentflow.approvals.v1.ListApprovalsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/approvals\x12\x8b\x01\n\x0e\x44\x65\x63ideApproval\x12-.agentflow.approvals.v1.DecideApprovalRequest\x1a .agentflow.approvals.v1.Approval\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/{name=approvals/*}:decide:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,18 +47,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPROVALSERVICE'].methods_by_name['ListApprovals']._serialized_options = b'\202\323\344\223\002\017\022\r/v1/approvals'
   _globals['_APPROVALSERVICE'].methods_by_name['DecideApproval']._loaded_options = None
   _globals['_APPROVALSERVICE'].methods_by_name['DecideApproval']._serialized_options = b'\202\323\344\223\002\"\"\035/v1/{name=approvals/*}:decide:\001*'
-  _globals['_APPROVALSTATE']._serialized_start=1053
-  _globals['_APPROVALSTATE']._serialized_end=1214
+  _globals['_EXPIRYACTION']._serialized_start=1196
+  _globals['_EXPIRYACTION']._serialized_end=1292
+  _globals['_APPROVALSTATE']._serialized_start=1295
+  _globals['_APPROVALSTATE']._serialized_end=1456
   _globals['_APPROVAL']._serialized_start=193
-  _globals['_APPROVAL']._serialized_end=624
-  _globals['_GETAPPROVALREQUEST']._serialized_start=626
-  _globals['_GETAPPROVALREQUEST']._serialized_end=672
-  _globals['_LISTAPPROVALSREQUEST']._serialized_start=675
-  _globals['_LISTAPPROVALSREQUEST']._serialized_end=818
-  _globals['_LISTAPPROVALSRESPONSE']._serialized_start=820
-  _globals['_LISTAPPROVALSRESPONSE']._serialized_end=947
-  _globals['_DECIDEAPPROVALREQUEST']._serialized_start=949
-  _globals['_DECIDEAPPROVALREQUEST']._serialized_end=1050
-  _globals['_APPROVALSERVICE']._serialized_start=1217
-  _globals['_APPROVALSERVICE']._serialized_end=1635
+  _globals['_APPROVAL']._serialized_end=750
+  _globals['_GETAPPROVALREQUEST']._serialized_start=752
+  _globals['_GETAPPROVALREQUEST']._serialized_end=798
+  _globals['_LISTAPPROVALSREQUEST']._serialized_start=801
+  _globals['_LISTAPPROVALSREQUEST']._serialized_end=962
+  _globals['_LISTAPPROVALSRESPONSE']._serialized_start=964
+  _globals['_LISTAPPROVALSRESPONSE']._serialized_end=1091
+  _globals['_DECIDEAPPROVALREQUEST']._serialized_start=1093
+  _globals['_DECIDEAPPROVALREQUEST']._serialized_end=1194
+  _globals['_APPROVALSERVICE']._serialized_start=1459
+  _globals['_APPROVALSERVICE']._serialized_end=1877
 # @@protoc_insertion_point(module_scope)

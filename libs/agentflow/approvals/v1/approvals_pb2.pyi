@@ -21,6 +21,30 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ExpiryAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExpiryActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExpiryAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXPIRY_ACTION_UNSPECIFIED: _ExpiryAction.ValueType  # 0
+    """Not set (treated as FAIL)."""
+    EXPIRY_ACTION_FAIL: _ExpiryAction.ValueType  # 1
+    """The step fails (DEADLINE_EXCEEDED, reason APPROVAL_EXPIRED)."""
+    EXPIRY_ACTION_APPROVE: _ExpiryAction.ValueType  # 2
+    """The step runs as if approved."""
+
+class ExpiryAction(_ExpiryAction, metaclass=_ExpiryActionEnumTypeWrapper):
+    """ExpiryAction says what an expired ticket does to the step that waits for it."""
+
+EXPIRY_ACTION_UNSPECIFIED: ExpiryAction.ValueType  # 0
+"""Not set (treated as FAIL)."""
+EXPIRY_ACTION_FAIL: ExpiryAction.ValueType  # 1
+"""The step fails (DEADLINE_EXCEEDED, reason APPROVAL_EXPIRED)."""
+EXPIRY_ACTION_APPROVE: ExpiryAction.ValueType  # 2
+"""The step runs as if approved."""
+Global___ExpiryAction: _TypeAlias = ExpiryAction  # noqa: Y015
+
 class _ApprovalState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -69,6 +93,9 @@ class Approval(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     DECIDE_TIME_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    APPROVER_ROLES_FIELD_NUMBER: _builtins.int
+    ON_EXPIRY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `approvals/{approval}`."""
     run: _builtins.str
@@ -81,6 +108,10 @@ class Approval(_message.Message):
     """Who decided."""
     comment: _builtins.str
     """The decider's comment."""
+    rule: _builtins.str
+    """The policy rule that asked for approval: `{policy}/{rule}`."""
+    on_expiry: Global___ExpiryAction.ValueType
+    """What happens to the step when the ticket expires undecided."""
     @_builtins.property
     def request(self) -> _struct_pb2.Struct:
         """What is asked for (tool, arguments digest, cost) and why."""
@@ -97,6 +128,10 @@ class Approval(_message.Message):
     def decide_time(self) -> _timestamp_pb2.Timestamp:
         """When the ticket was decided."""
 
+    @_builtins.property
+    def approver_roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The roles that may decide the ticket."""
+
     def __init__(
         self,
         *,
@@ -110,10 +145,13 @@ class Approval(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         decide_time: _timestamp_pb2.Timestamp | None = ...,
+        rule: _builtins.str = ...,
+        approver_roles: _abc.Iterable[_builtins.str] | None = ...,
+        on_expiry: Global___ExpiryAction.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "decide_time", b"decide_time", "expire_time", b"expire_time", "request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "create_time", b"create_time", "decide_time", b"decide_time", "decided_by", b"decided_by", "expire_time", b"expire_time", "name", b"name", "request", b"request", "run", b"run", "state", b"state", "step_id", b"step_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approver_roles", b"approver_roles", "comment", b"comment", "create_time", b"create_time", "decide_time", b"decide_time", "decided_by", b"decided_by", "expire_time", b"expire_time", "name", b"name", "on_expiry", b"on_expiry", "request", b"request", "rule", b"rule", "run", b"run", "state", b"state", "step_id", b"step_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -150,22 +188,26 @@ class ListApprovalsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    RUN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum results per page (default 50, max 500)."""
     page_token: _builtins.str
     """Token from a previous response."""
     state: Global___ApprovalState.ValueType
     """Only tickets in this state, when set."""
+    run: _builtins.str
+    """Only tickets of this run (`runs/{run}`), when set."""
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         state: Global___ApprovalState.ValueType = ...,
+        run: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "run", b"run", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -71,7 +71,8 @@ class ApprovalServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DecideApproval(self, request, context):
-        """Approves or rejects a pending ticket. Deciding a ticket twice is FAILED_PRECONDITION.
+        """Approves or rejects a pending ticket; only the roles the policy names may decide (PERMISSION_DENIED).
+        Deciding a ticket twice, or an expired one, is FAILED_PRECONDITION and never resumes the run again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,7 +38,9 @@ class ApprovalServiceStub:
     ListApprovals: _grpc.UnaryUnaryMultiCallable[_approvals_pb2.ListApprovalsRequest, _approvals_pb2.ListApprovalsResponse]
     """Lists the caller's approval tickets, newest first."""
     DecideApproval: _grpc.UnaryUnaryMultiCallable[_approvals_pb2.DecideApprovalRequest, _approvals_pb2.Approval]
-    """Approves or rejects a pending ticket. Deciding a ticket twice is FAILED_PRECONDITION."""
+    """Approves or rejects a pending ticket; only the roles the policy names may decide (PERMISSION_DENIED).
+    Deciding a ticket twice, or an expired one, is FAILED_PRECONDITION and never resumes the run again.
+    """
 
 @_typing.type_check_only
 class ApprovalServiceAsyncStub(ApprovalServiceStub):
@@ -50,7 +52,9 @@ class ApprovalServiceAsyncStub(ApprovalServiceStub):
     ListApprovals: _aio.UnaryUnaryMultiCallable[_approvals_pb2.ListApprovalsRequest, _approvals_pb2.ListApprovalsResponse]  # type: ignore[assignment]
     """Lists the caller's approval tickets, newest first."""
     DecideApproval: _aio.UnaryUnaryMultiCallable[_approvals_pb2.DecideApprovalRequest, _approvals_pb2.Approval]  # type: ignore[assignment]
-    """Approves or rejects a pending ticket. Deciding a ticket twice is FAILED_PRECONDITION."""
+    """Approves or rejects a pending ticket; only the roles the policy names may decide (PERMISSION_DENIED).
+    Deciding a ticket twice, or an expired one, is FAILED_PRECONDITION and never resumes the run again.
+    """
 
 class ApprovalServiceServicer(metaclass=_abc_1.ABCMeta):
     """ApprovalService lists and decides approval tickets that pause runs."""
@@ -77,6 +81,8 @@ class ApprovalServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _approvals_pb2.DecideApprovalRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_approvals_pb2.Approval, _abc.Awaitable[_approvals_pb2.Approval]]:
-        """Approves or rejects a pending ticket. Deciding a ticket twice is FAILED_PRECONDITION."""
+        """Approves or rejects a pending ticket; only the roles the policy names may decide (PERMISSION_DENIED).
+        Deciding a ticket twice, or an expired one, is FAILED_PRECONDITION and never resumes the run again.
+        """
 
 def add_ApprovalServiceServicer_to_server(servicer: ApprovalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

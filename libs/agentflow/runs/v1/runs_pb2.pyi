@@ -41,6 +41,8 @@ class _RunStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunState.Val
     """A step failed."""
     RUN_STATE_CANCELLED: _RunState.ValueType  # 5
     """Cancelled on request."""
+    RUN_STATE_WAITING: _RunState.ValueType  # 6
+    """Paused durably until a person decides an approval ticket (see ApprovalService); no worker holds it."""
 
 class RunState(_RunState, metaclass=_RunStateEnumTypeWrapper):
     """RunState is where a run is in its life."""
@@ -57,6 +59,8 @@ RUN_STATE_FAILED: RunState.ValueType  # 4
 """A step failed."""
 RUN_STATE_CANCELLED: RunState.ValueType  # 5
 """Cancelled on request."""
+RUN_STATE_WAITING: RunState.ValueType  # 6
+"""Paused durably until a person decides an approval ticket (see ApprovalService); no worker holds it."""
 Global___RunState: _TypeAlias = RunState  # noqa: Y015
 
 class _StepState:
@@ -77,6 +81,8 @@ class _StepStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepState.V
     """Finished with an error."""
     STEP_STATE_SKIPPED: _StepState.ValueType  # 5
     """Not run because the run ended first."""
+    STEP_STATE_WAITING: _StepState.ValueType  # 6
+    """Waiting for an approval ticket to be decided before its call."""
 
 class StepState(_StepState, metaclass=_StepStateEnumTypeWrapper):
     """StepState is where a step is."""
@@ -93,6 +99,8 @@ STEP_STATE_FAILED: StepState.ValueType  # 4
 """Finished with an error."""
 STEP_STATE_SKIPPED: StepState.ValueType  # 5
 """Not run because the run ended first."""
+STEP_STATE_WAITING: StepState.ValueType  # 6
+"""Waiting for an approval ticket to be decided before its call."""
 Global___StepState: _TypeAlias = StepState  # noqa: Y015
 
 class _RunEventType:
@@ -125,6 +133,10 @@ class _RunEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunEvent
     """The run was cancelled."""
     RUN_EVENT_TYPE_STEP_SKIPPED: _RunEventType.ValueType  # 11
     """A step did not run: its `when` condition was false, or a step it needs was skipped (data.reason)."""
+    RUN_EVENT_TYPE_APPROVAL_REQUESTED: _RunEventType.ValueType  # 12
+    """A policy asked for approval: a ticket was opened and the run waits (data.approval, data.request)."""
+    RUN_EVENT_TYPE_APPROVAL_DECIDED: _RunEventType.ValueType  # 13
+    """A ticket was approved, rejected or expired (data.approval, data.state, data.decided_by)."""
     RUN_EVENT_TYPE_AGENT_TURN: _RunEventType.ValueType  # 14
     """An agent step journaled a turn: a model reply (data.reply) or a tool call's result (data.result)."""
     RUN_EVENT_TYPE_AGENT_HANDOFF: _RunEventType.ValueType  # 15
@@ -157,6 +169,10 @@ RUN_EVENT_TYPE_RUN_CANCELLED: RunEventType.ValueType  # 10
 """The run was cancelled."""
 RUN_EVENT_TYPE_STEP_SKIPPED: RunEventType.ValueType  # 11
 """A step did not run: its `when` condition was false, or a step it needs was skipped (data.reason)."""
+RUN_EVENT_TYPE_APPROVAL_REQUESTED: RunEventType.ValueType  # 12
+"""A policy asked for approval: a ticket was opened and the run waits (data.approval, data.request)."""
+RUN_EVENT_TYPE_APPROVAL_DECIDED: RunEventType.ValueType  # 13
+"""A ticket was approved, rejected or expired (data.approval, data.state, data.decided_by)."""
 RUN_EVENT_TYPE_AGENT_TURN: RunEventType.ValueType  # 14
 """An agent step journaled a turn: a model reply (data.reply) or a tool call's result (data.result)."""
 RUN_EVENT_TYPE_AGENT_HANDOFF: RunEventType.ValueType  # 15
