@@ -13,6 +13,7 @@ A file holds `models: [...]`, each entry::
     api_key_env: OPENAI_API_KEY           # openai: environment variable holding the key (optional)
     timeout_seconds: 60                   # openai: per-request timeout
     embedding_dim: 256                    # local: embedding size
+    script: [...]                         # local: scripted replies (model-gateway `providers/script.py`)
 
 Without any file the gateway serves the built-in `local` model, so the demo needs no configuration.
 """
@@ -68,6 +69,8 @@ class ModelConfig:
     api_key_env: str = ""
     timeout_seconds: float = 60.0
     embedding_dim: int = DEFAULT_DIM
+    script: tuple[Any, ...] = ()
+    """Local models only: rules that choose replies (checked by the model-gateway, which runs them)."""
 
     def cost_usd(self, usage: TokenCounts) -> float:
         """What `usage` costs at this model's prices."""
@@ -93,6 +96,9 @@ def _entry(raw: Any, where: str) -> ModelConfig:
         raise ConfigError(f"{where}: `provider` must be one of {', '.join(PROVIDERS)}")
     if provider == "openai" and not raw.get("base_url"):
         raise ConfigError(f"{where}: an openai model needs `base_url`")
+    script = raw.get("script") or []
+    if not isinstance(script, list) or (script and provider != "local"):
+        raise ConfigError(f"{where}: `script` is a list of rules, for a local model only")
     try:
         return ModelConfig(
             alias=alias,
@@ -104,6 +110,7 @@ def _entry(raw: Any, where: str) -> ModelConfig:
             api_key_env=str(raw.get("api_key_env", "")),
             timeout_seconds=float(raw.get("timeout_seconds", 60)),
             embedding_dim=int(raw.get("embedding_dim", DEFAULT_DIM)),
+            script=tuple(script),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc

@@ -10,7 +10,7 @@ from agentflow_runtime.settings import Settings
 
 from .config import load_models
 from .gateway import ModelGateway
-from .routing import Router
+from .routing import Router, check_scripts
 from .servicer import ModelServicer
 from .store import metadata
 
@@ -25,7 +25,9 @@ class ModelGatewayService:
 
     def __init__(self, settings: Settings) -> None:
         self._db = Database.for_service(settings, self.name)
-        self._router = Router(load_models(settings.catalog_dir / "models"))
+        models = load_models(settings.catalog_dir / "models")
+        check_scripts(models)
+        self._router = Router(models)
 
     async def start(self, server: grpc.aio.Server, runtime: Runtime) -> None:
         await self._db.create_all(metadata)

@@ -15,10 +15,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import store
 from .config import ModelConfig
-from .providers.base import ROLES, ChatMessage, CompletionRequest, Embeddings, Provider, Usage
+from .providers.base import (
+    ROLES,
+    ChatMessage,
+    CompletionRequest,
+    Embeddings,
+    Provider,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 from .routing import Router
 
-__all__ = ["CallInfo", "CompleteResult", "ModelGateway", "StreamEvent"]
+__all__ = ["CallInfo", "CompleteOptions", "CompleteResult", "ModelGateway", "StreamEvent"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,16 @@ class CallInfo:
 
 
 @dataclass(frozen=True)
+class CompleteOptions:
+    """What shapes a completion besides the conversation."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    agent: str = ""
+
+
+@dataclass(frozen=True)
 class CompleteResult:
     """A priced answer; `replayed` when it was recorded by an earlier call with the same key."""
 
@@ -41,9 +60,10 @@ class CompleteResult:
     usage: Usage
     cost_usd: float
     replayed: bool = False
+    tool_calls: tuple[ToolCall, ...] = ()
 
     def to_record(self) -> dict[str, Any]:
-        return {
+        record = {
             "model": self.model,
             "text": self.text,
             "finish_reason": self.finish_reason,
@@ -51,12 +71,27 @@ class CompleteResult:
             "output_tokens": self.usage.output_tokens,
             "cost_usd": self.cost_usd,
         }
+        if self.tool_calls:
+            record["tool_calls"] = [
+                {"id": c.id, "name": c.name, "arguments": c.arguments} for c in self.tool_calls
+            ]
+        return record
 
     @classmethod
     def from_record(cls, data: dict[str, Any], *, replayed: bool) -> CompleteResult:
         usage = Usage(int(data["input_tokens"]), int(data["output_tokens"]))
+        calls = tuple(
+            ToolCall(str(c["id"]), str(c["name"]), dict(c.get("arguments") or {}))
+            for c in data.get("tool_calls") or []
+        )
         return cls(
-            data["model"], data["text"], data["finish_reason"], usage, float(data["cost_usd"]), replayed
+            data["model"],
+            data["text"],
+            data["finish_reason"],
+            usage,
+            float(data["cost_usd"]),
+            replayed,
+            calls,
         )
 
 
@@ -78,6 +113,11 @@ def _check_messages(messages: Sequence[ChatMessage]) -> None:
         for i, message in enumerate(messages)
         if message.role not in ROLES
     ]
+    bad += [
+        (f"messages[{i}].tool_call_id", "a tool message answers a tool call: give its id")
+        for i, message in enumerate(messages)
+        if message.role == "tool" and not message.tool_call_id
+    ]
     if bad:
         raise InvalidArgument("a message has no valid role", violations=bad)
 
@@ -86,16 +126,28 @@ def _name(model: ModelConfig) -> str:
     return f"models/{model.alias}"
 
 
-def _request_digest(
-    model: str, messages: Sequence[ChatMessage], max_tokens: int | None, temperature: float | None
-) -> str:
+def _message_digest(message: ChatMessage) -> list[Any]:
+    """A message as hashed: role and content, plus tool calls / the answered call id when present (so
+    a plain conversation hashes as it did before tool calls existed)."""
+    parts: list[Any] = [message.role, message.content]
+    if message.tool_calls or message.tool_call_id:
+        calls = [[c.id, c.name, c.arguments] for c in message.tool_calls]
+        parts += [calls, message.tool_call_id]
+    return parts
+
+
+def _request_digest(model: str, messages: Sequence[ChatMessage], options: CompleteOptions) -> str:
     """What makes two completion requests the same request, hashed."""
-    body = {
+    body: dict[str, Any] = {
         "model": model,
-        "messages": [[m.role, m.content] for m in messages],
-        "max_tokens": max_tokens,
-        "temperature": temperature,
+        "messages": [_message_digest(m) for m in messages],
+        "max_tokens": options.max_tokens,
+        "temperature": options.temperature,
     }
+    if options.tools:
+        body["tools"] = [[t.name, t.description, t.parameters] for t in options.tools]
+    if options.agent:
+        body["agent"] = options.agent
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -131,9 +183,7 @@ class ModelGateway:
         model_name: str,
         messages: Sequence[ChatMessage],
         call: CallInfo,
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
+        options: CompleteOptions | None = None,
     ) -> CompleteResult:
         """Completes a conversation; a repeated idempotency key returns the recorded result.
 
@@ -141,11 +191,12 @@ class ModelGateway:
         for that call and answers with its result (one provider call), and a caller that goes away (a
         worker killed mid-step) does not abandon a call whose answer its retry will ask for.
         """
+        options = options or CompleteOptions()
         model, provider = self._router.resolve(model_name)
         _check_messages(messages)
-        digest = _request_digest(model.alias, messages, max_tokens, temperature)
+        digest = _request_digest(model.alias, messages, options)
         if not call.idempotency_key:
-            return await self._complete(model, provider, messages, call, digest, max_tokens, temperature)
+            return await self._complete(model, provider, messages, call, digest, options)
         async with self._db.connect() as conn:
             recorded = await store.find_by_key(conn, call.tenant, call.idempotency_key)
         if recorded is not None:
@@ -154,7 +205,7 @@ class ModelGateway:
         inflight = self._inflight.get(key)
         if inflight is None:
             task = asyncio.get_running_loop().create_task(
-                self._complete(model, provider, messages, call, digest, max_tokens, temperature)
+                self._complete(model, provider, messages, call, digest, options)
             )
             inflight = (digest, task)
             self._inflight[key] = inflight
@@ -176,10 +227,16 @@ class ModelGateway:
         messages: Sequence[ChatMessage],
         call: CallInfo,
         digest: str,
-        max_tokens: int | None,
-        temperature: float | None,
+        options: CompleteOptions,
     ) -> CompleteResult:
-        request = CompletionRequest(model.provider_model, list(messages), max_tokens, temperature)
+        request = CompletionRequest(
+            model.provider_model,
+            list(messages),
+            options.max_tokens,
+            options.temperature,
+            options.tools,
+            options.agent,
+        )
         completion = await provider.complete(request)
         result = CompleteResult(
             _name(model),
@@ -187,6 +244,7 @@ class ModelGateway:
             completion.finish_reason,
             completion.usage,
             model.cost_usd(completion.usage),
+            tool_calls=completion.tool_calls,
         )
         record = {**result.to_record(), "request_digest": digest}
         async with self._db.begin() as conn:

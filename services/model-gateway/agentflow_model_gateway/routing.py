@@ -6,12 +6,13 @@ from collections.abc import Callable, Sequence
 
 from agentflow_runtime.errors import InvalidArgument, NotFound
 
-from .config import ModelConfig
+from .config import ConfigError, ModelConfig
 from .providers.base import Provider
 from .providers.local import LocalProvider
 from .providers.openai import OpenAIProvider
+from .providers.script import ScriptError, parse_script
 
-__all__ = ["Router", "alias_of", "provider_for"]
+__all__ = ["Router", "alias_of", "check_scripts", "provider_for"]
 
 _PREFIX = "models/"
 
@@ -22,7 +23,18 @@ def provider_for(model: ModelConfig) -> Provider:
         return OpenAIProvider(
             model.base_url, api_key_env=model.api_key_env, timeout_seconds=model.timeout_seconds
         )
-    return LocalProvider(dim=model.embedding_dim)
+    script = parse_script(model.script, f"models/{model.alias}: script") if model.script else None
+    return LocalProvider(dim=model.embedding_dim, script=script)
+
+
+def check_scripts(models: Sequence[ModelConfig]) -> None:
+    """Parse every local model's script now (ConfigError for the first bad one), not at its first call."""
+    for model in models:
+        if model.script:
+            try:
+                parse_script(model.script, f"models/{model.alias}: script")
+            except ScriptError as exc:
+                raise ConfigError(str(exc)) from exc
 
 
 def alias_of(name: str) -> str:

@@ -10,10 +10,11 @@ from agentflow.common.v1 import common_pb2
 from agentflow.models.v1 import models_pb2, models_pb2_grpc
 from agentflow_runtime import context
 from agentflow_runtime.audit import AuditSink
+from agentflow_runtime.protojson import dict_from_struct, struct_from_dict
 from typing_extensions import override
 
-from .gateway import CallInfo, ModelGateway
-from .providers.base import ChatMessage, Usage
+from .gateway import CallInfo, CompleteOptions, ModelGateway
+from .providers.base import ChatMessage, ToolCall, ToolSpec, Usage
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -21,11 +22,28 @@ _ROLES = {
     models_pb2.ROLE_SYSTEM: "system",
     models_pb2.ROLE_USER: "user",
     models_pb2.ROLE_ASSISTANT: "assistant",
+    models_pb2.ROLE_TOOL: "tool",
 }
 
 
 def _messages(messages: Sequence[models_pb2.Message]) -> list[ChatMessage]:
-    return [ChatMessage(_ROLES.get(m.role, "unspecified"), m.content) for m in messages]
+    return [
+        ChatMessage(
+            _ROLES.get(m.role, "unspecified"),
+            m.content,
+            tuple(ToolCall(c.id, c.name, dict_from_struct(c.arguments)) for c in m.tool_calls),
+            m.tool_call_id,
+        )
+        for m in messages
+    ]
+
+
+def _tools(tools: Sequence[models_pb2.ToolDefinition]) -> tuple[ToolSpec, ...]:
+    return tuple(ToolSpec(t.name, t.description, dict_from_struct(t.parameters)) for t in tools)
+
+
+def _tool_calls(calls: Sequence[ToolCall]) -> list[models_pb2.ToolCall]:
+    return [models_pb2.ToolCall(id=c.id, name=c.name, arguments=struct_from_dict(c.arguments)) for c in calls]
 
 
 def _usage(usage: Usage) -> common_pb2.TokenUsage:
@@ -63,19 +81,21 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
         self, request: models_pb2.CompleteRequest, context_: Ctx
     ) -> models_pb2.CompleteResponse:
         call = CallInfo(context.current().tenant, request.run, request.step_id, request.idempotency_key)
-        result = await self._gateway.complete(
-            request.model,
-            _messages(request.messages),
-            call,
+        options = CompleteOptions(
             max_tokens=request.max_tokens or None,
             temperature=request.temperature or None,
+            tools=_tools(request.tools),
+            agent=request.agent,
         )
+        result = await self._gateway.complete(request.model, _messages(request.messages), call, options)
         if not result.replayed:
             details = {"run": request.run, "step_id": request.step_id, "cost_usd": result.cost_usd}
             self._audit.record("model.complete", result.model, details=details)
         return models_pb2.CompleteResponse(
             model=result.model,
-            message=models_pb2.Message(role=models_pb2.ROLE_ASSISTANT, content=result.text),
+            message=models_pb2.Message(
+                role=models_pb2.ROLE_ASSISTANT, content=result.text, tool_calls=_tool_calls(result.tool_calls)
+            ),
             finish_reason=result.finish_reason,
             usage=_usage(result.usage),
             cost_usd=result.cost_usd,

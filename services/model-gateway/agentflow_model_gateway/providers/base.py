@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "ROLES",
@@ -14,18 +14,43 @@ __all__ = [
     "Delta",
     "Embeddings",
     "Provider",
+    "ToolCall",
+    "ToolSpec",
     "Usage",
 ]
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A model's request to call tool `name` with `arguments`; `id` is unique in the conversation."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool offered to the model: its name, description and JSON-schema parameters."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ChatMessage:
-    """One turn: `role` is system, user or assistant."""
+    """One turn: `role` is system, user, assistant or tool.
+
+    An assistant message may carry `tool_calls`; a tool message answers one of them (`tool_call_id`).
+    """
 
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -36,6 +61,8 @@ class CompletionRequest:
     messages: Sequence[ChatMessage]
     max_tokens: int | None = None
     temperature: float | None = None
+    tools: Sequence[ToolSpec] = ()
+    agent: str = ""
 
 
 @dataclass(frozen=True)
@@ -52,12 +79,13 @@ class Usage:
 
 @dataclass(frozen=True)
 class Completion:
-    """A whole answer; `finish_reason` is `stop` or `length`."""
+    """A whole answer; `finish_reason` is `stop`, `length` or `tool_calls` (then `tool_calls` is set)."""
 
     text: str
     finish_reason: str
     usage: Usage
     model: str
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -3,17 +3,22 @@
 It writes a short extractive draft from the last user message: the topic (the phrase after "about"/"on",
 else the leading key words) and the message's key words in order of appearance. Tokens are counted with
 `tokens.tokenize`; streams go word by word; embeddings are `agentflow_runtime.embedding.hash_embedding`.
+
+With a script (`script.Script`, from the catalog entry's `script:`) the first matching rule answers instead:
+a text, tool calls, or both; a conversation no rule matches gets the draft.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Sequence
 
 from agentflow_runtime.embedding import DEFAULT_DIM, hash_embedding
 from agentflow_runtime.tokens import count_tokens, split_words, tokenize
 
-from .base import ChatMessage, Completion, CompletionRequest, Delta, Embeddings, Usage
+from .base import ChatMessage, Completion, CompletionRequest, Delta, Embeddings, ToolCall, Usage
+from .script import Script
 
 __all__ = ["LocalProvider", "compose"]
 
@@ -63,10 +68,14 @@ def compose(messages: Sequence[ChatMessage]) -> str:
 class LocalProvider:
     """See the module docstring."""
 
-    def __init__(self, dim: int = DEFAULT_DIM) -> None:
+    def __init__(self, dim: int = DEFAULT_DIM, script: Script | None = None) -> None:
         self._dim = dim
+        self._script = script
 
     def _answer(self, request: CompletionRequest) -> Completion:
+        scripted = self._script.reply(request) if self._script is not None else None
+        if scripted is not None:
+            return _scripted(request, *scripted)
         words = split_words(compose(request.messages))
         finish = "stop"
         if request.max_tokens:
@@ -79,10 +88,7 @@ class LocalProvider:
                 kept.append(word)
             words = kept
         text = "".join(words).rstrip()
-        usage = Usage(
-            input_tokens=count_tokens(m.content for m in request.messages),
-            output_tokens=count_tokens([text]),
-        )
+        usage = Usage(input_tokens=_input_tokens(request), output_tokens=count_tokens([text]))
         return Completion(text=text, finish_reason=finish, usage=usage, model=request.model)
 
     async def complete(self, request: CompletionRequest) -> Completion:
@@ -100,3 +106,22 @@ class LocalProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+def _calls_text(calls: Sequence[ToolCall]) -> list[str]:
+    return [f"{c.name} {json.dumps(c.arguments, sort_keys=True)}" for c in calls]
+
+
+def _input_tokens(request: CompletionRequest) -> int:
+    texts = [m.content for m in request.messages]
+    for message in request.messages:
+        texts.extend(_calls_text(message.tool_calls))
+    texts.extend(f"{t.name} {t.description}" for t in request.tools)
+    return count_tokens(texts)
+
+
+def _scripted(request: CompletionRequest, text: str, calls: tuple[ToolCall, ...]) -> Completion:
+    """A scripted reply; `max_tokens` does not cut it (a script says exactly what the model answers)."""
+    usage = Usage(_input_tokens(request), count_tokens([text, *_calls_text(calls)]))
+    finish = "tool_calls" if calls else "stop"
+    return Completion(text, finish, usage, request.model, calls)

@@ -11,7 +11,7 @@ import httpx
 from agentflow_runtime.errors import FailedPrecondition, Unavailable
 from agentflow_runtime.tokens import count_tokens
 
-from .base import Completion, CompletionRequest, Delta, Embeddings, Usage
+from .base import ChatMessage, Completion, CompletionRequest, Delta, Embeddings, ToolCall, Usage
 from .errors import from_response, from_transport
 
 __all__ = ["OpenAIProvider"]
@@ -26,7 +26,41 @@ def _usage(data: Any) -> Usage | None:
 
 
 def _finish(reason: Any) -> str:
-    return "length" if reason == "length" else "stop"
+    return reason if reason in ("length", "tool_calls") else "stop"
+
+
+def _message(message: ChatMessage) -> dict[str, Any]:
+    body: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        body["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+            }
+            for c in message.tool_calls
+        ]
+    if message.tool_call_id:
+        body["tool_call_id"] = message.tool_call_id
+    return body
+
+
+def _calls(message: Any) -> tuple[ToolCall, ...]:
+    calls = []
+    for raw in message.get("tool_calls") or []:
+        function = raw.get("function") or {}
+        try:
+            arguments = json.loads(function.get("arguments") or "{}")
+        except ValueError:
+            arguments = {"_unparsed": function.get("arguments")}
+        calls.append(
+            ToolCall(
+                str(raw.get("id", "")),
+                str(function.get("name", "")),
+                arguments if isinstance(arguments, dict) else {"value": arguments},
+            )
+        )
+    return tuple(calls)
 
 
 class OpenAIProvider:
@@ -61,8 +95,16 @@ class OpenAIProvider:
     def _body(request: CompletionRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [_message(m) for m in request.messages],
         }
+        if request.tools:
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
+                for t in request.tools
+            ]
         if request.max_tokens:
             body["max_tokens"] = request.max_tokens
         if request.temperature is not None:
@@ -86,14 +128,14 @@ class OpenAIProvider:
         try:
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
+            calls = _calls(choice["message"])
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise Unavailable(f"{_NAME} answered without a choice") from exc
         usage = _usage(data.get("usage")) or Usage(
             count_tokens(m.content for m in request.messages), count_tokens([text])
         )
-        return Completion(
-            text, _finish(choice.get("finish_reason")), usage, str(data.get("model", request.model))
-        )
+        finish = "tool_calls" if calls else _finish(choice.get("finish_reason"))
+        return Completion(text, finish, usage, str(data.get("model", request.model)), calls)
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[Delta]:
         body = {**self._body(request), "stream": True, "stream_options": {"include_usage": True}}
