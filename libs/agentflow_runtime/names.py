@@ -15,3 +15,7 @@ MEMORY_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 """`runs/{id}` and `approvals/{id}`: server-assigned."""
+
+AGENT_NAME = re.compile(r"[a-z][a-z0-9-]{0,47}")
+"""An agent of `catalog/agents/`: same shape as a tool id, 48 characters at most (it becomes part of the
+handoff tool names `transfer_to_{name}` and `ask_{name}`)."""

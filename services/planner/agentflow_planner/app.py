@@ -12,6 +12,7 @@ from agentflow_runtime.model_catalog import load_models
 from agentflow_runtime.server import Runtime
 from agentflow_runtime.settings import Settings
 
+from .agent_catalog import AgentCatalog
 from .registry import WorkflowRegistry
 from .servicer import WorkflowServicer
 from .store import metadata
@@ -33,12 +34,17 @@ class PlannerService:
 
     async def start(self, server: grpc.aio.Server, runtime: Runtime) -> None:
         await self._db.create_all(metadata)
-        registry = WorkflowRegistry(self._db)
+        # Plans are priced from the same model catalog the model-gateway serves.
+        models = {m.alias: m for m in load_models(self._settings.catalog_dir / "models")}
+        agents = AgentCatalog.load(self._settings.catalog_dir, models)
+        for name, problems in agents.problems.items():
+            if problems:
+                described = "; ".join(f"{p.field}: {p.description}" for p in problems)
+                log.warning("catalog agent %s cannot be used: %s", name, described)
+        registry = WorkflowRegistry(self._db, agents=agents)
         created = await registry.seed(DEFAULT_TENANT, self._settings.catalog_dir / "workflows")
         if created:
             log.info("seeded catalog workflows", extra={"fields": {"workflows": created}})
-        # Plans are priced from the same model catalog the model-gateway serves.
-        models = {m.alias: m for m in load_models(self._settings.catalog_dir / "models")}
         workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(
             WorkflowServicer(registry, runtime.audit, models), server
         )

@@ -19,6 +19,7 @@ _KINDS = {
     StepKind.MODEL: workflows_pb2.STEP_KIND_MODEL,
     StepKind.TOOL: workflows_pb2.STEP_KIND_TOOL,
     StepKind.MEMORY: workflows_pb2.STEP_KIND_MEMORY,
+    StepKind.AGENT: workflows_pb2.STEP_KIND_AGENT,
 }
 
 

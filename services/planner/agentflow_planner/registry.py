@@ -14,6 +14,8 @@ from agentflow_runtime.errors import AlreadyExists, InvalidArgument
 from agentflow_runtime.names import WORKFLOW_ID
 
 from . import store
+from .agent_catalog import AgentCatalog
+from .agent_pins import pin_agents
 from .compiler import Plan, compile_plan
 from .definition import WorkflowDefinition, check_definition
 from .version_cache import VersionCache
@@ -43,13 +45,18 @@ def parse_workflow_name(name: str) -> str:
     return workflow_id
 
 
-def validate(source: str | Mapping[str, Any] | None) -> Validation:
-    """Validates a definition (text or data) and compiles it when valid; never raises for bad input."""
+def validate(source: str | Mapping[str, Any] | None, agents: AgentCatalog | None = None) -> Validation:
+    """Validates a definition (text or data) and compiles it when valid; never raises for bad input.
+
+    Agent steps are checked against `agents` and pin the definitions they use (`agent_pins`).
+    """
     if not source:
         return Validation(
             None, (Violation("source", "give the definition as `source` text or `definition`"),), None
         )
     definition, violations = check_definition(source)
+    if definition is not None:
+        definition, violations = pin_agents(definition, agents)
     if definition is None:
         return Validation(None, tuple(violations), None)
     return Validation(definition, (), compile_plan(definition))
@@ -64,9 +71,12 @@ def _read_catalog(directory: Path) -> list[tuple[Path, str]]:
 class WorkflowRegistry:
     """Creates, reads and compiles the workflows of each tenant."""
 
-    def __init__(self, db: Database, cache: VersionCache | None = None) -> None:
+    def __init__(
+        self, db: Database, cache: VersionCache | None = None, agents: AgentCatalog | None = None
+    ) -> None:
         self._db = db
         self._cache = cache or VersionCache()
+        self.agents = agents or AgentCatalog()
 
     async def create(
         self,
@@ -78,7 +88,7 @@ class WorkflowRegistry:
         description: str = "",
     ) -> store.StoredWorkflow:
         """Stores version 1 of a new workflow; InvalidArgument lists every violation."""
-        checked = validate(source)
+        checked = validate(source, self.agents)
         if checked.definition is None:
             violations = [(v.field, v.description) for v in checked.violations]
             first = checked.violations[0]
@@ -143,7 +153,7 @@ class WorkflowRegistry:
         """
         created: list[str] = []
         for path, text in await asyncio.to_thread(_read_catalog, directory):
-            checked = validate(text)
+            checked = validate(text, self.agents)
             if checked.definition is None:
                 problems = "; ".join(f"{v.field}: {v.description}" for v in checked.violations)
                 log.warning("skipping invalid catalog workflow %s: %s", path, problems)

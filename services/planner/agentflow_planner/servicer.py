@@ -67,7 +67,7 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
     async def ValidateWorkflow(
         self, request: workflows_pb2.ValidateWorkflowRequest, context_: Ctx
     ) -> workflows_pb2.ValidateWorkflowResponse:
-        checked = validate(source_of(request.workflow))
+        checked = validate(source_of(request.workflow), self._registry.agents)
         response = workflows_pb2.ValidateWorkflowResponse(
             valid=checked.plan is not None,
             violations=[violation_to_proto(v) for v in checked.violations],

@@ -11,6 +11,8 @@ memory  `op`: put | query | get | erase, then per op:
         query `text`, optional `subject`, `namespace`, `labels`, `top_k`;
         get `memory_id`; erase `subject`. Normalised to `op` plus the fields given.
         (`memory_id` names the memory, `memories/{memory_id}`; the step's own `id` is its step id.)
+agent   `agent` (an agent of `catalog/agents/`), `input` (template): the first user message. Normalised to
+        `{agent, input}`; the planner then pins the agent definitions it reaches (`agents.pin`).
 
 Integer parameters accept a whole `{{ ... }}` template in place of a number.
 """
@@ -21,7 +23,7 @@ from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
-from agentflow_runtime.names import TOOL_ID
+from agentflow_runtime.names import AGENT_NAME, TOOL_ID
 
 from .violations import Violations
 
@@ -72,6 +74,7 @@ class StepKind(StrEnum):
     MODEL = "model"
     TOOL = "tool"
     MEMORY = "memory"
+    AGENT = "agent"
 
 
 def _is_whole_template(value: Any) -> bool:
@@ -184,6 +187,18 @@ def _memory(params: Mapping[str, Any], path: str, out: Violations) -> dict[str, 
     return result
 
 
+def _agent(params: Mapping[str, Any], path: str, out: Violations) -> dict[str, Any]:
+    _unknown(params, frozenset({"agent", "input"}), path, "agent", out)
+    name = params.get("agent")
+    if not isinstance(name, str) or not AGENT_NAME.fullmatch(name):
+        out.add(f"{path}.agent", "an agent step needs `agent`, the name of an agent of catalog/agents")
+    if "input" not in params:
+        out.add(f"{path}.input", "an agent step needs `input`, the first user message (may be a template)")
+    else:
+        _string(params["input"], f"{path}.input", out)
+    return {"agent": name, "input": params.get("input")}
+
+
 def _number(value: Any, field: str, out: Violations, low: float, high: float, *, open_low: bool) -> bool:
     ok = not isinstance(value, bool) and isinstance(value, int | float)
     if ok:
@@ -256,6 +271,7 @@ _NORMALIZERS: dict[StepKind, Callable[[Mapping[str, Any], str, Violations], dict
     StepKind.MODEL: _model,
     StepKind.TOOL: _tool,
     StepKind.MEMORY: _memory,
+    StepKind.AGENT: _agent,
 }
 
 
