@@ -29,6 +29,7 @@ _KINDS = {
     workflows_pb2.STEP_KIND_MODEL: "model",
     workflows_pb2.STEP_KIND_TOOL: "tool",
     workflows_pb2.STEP_KIND_MEMORY: "memory",
+    workflows_pb2.STEP_KIND_AGENT: "agent",
 }
 
 

@@ -15,6 +15,9 @@ from agentflow_runtime.errors import FailedPrecondition, InvalidArgument
 
 from agentflow_worker.model import StepRecord
 
+SPENDING_KINDS = frozenset({"model", "agent"})
+"""Step kinds whose output records the `cost_usd` of their model calls."""
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -79,9 +82,9 @@ def preflight(budget: Budget | None, estimate: dict[str, Any] | None) -> None:
 
 
 def spent_usd(steps: Iterable[StepRecord]) -> float:
-    """What a run's model steps have cost so far, from their journaled outputs."""
+    """What a run's model and agent steps have cost so far, from their journaled outputs."""
     return sum(
         float(s.output.get("cost_usd") or 0.0)
         for s in steps
-        if s.kind == "model" and isinstance(s.output, dict)
+        if s.kind in SPENDING_KINDS and isinstance(s.output, dict)
     )

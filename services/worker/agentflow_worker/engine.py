@@ -20,7 +20,8 @@ from typing import Any
 from agentflow_runtime import templates
 from agentflow_runtime.protojson import utcnow
 
-from agentflow_worker.budget import Budget, spent_usd
+from agentflow_worker.agent import AGENT_EVENTS, run_agent_step
+from agentflow_worker.budget import SPENDING_KINDS, Budget, spent_usd
 from agentflow_worker.calls import StepCalls, StepFailed, StepResult
 from agentflow_worker.inputs import input_digest, scope
 from agentflow_worker.model import (
@@ -327,6 +328,9 @@ class RunEngine:
             return await self.calls.tool(run, step.id, params, emit, attempt=attempt)
         if step.kind == "memory":
             return await self.calls.memory(run, step.id, params, emit, attempt=attempt)
+        if step.kind == "agent":
+            journal = await self.store.step_events(run.run_id, step.id, AGENT_EVENTS)
+            return await run_agent_step(self.calls, journal, run, step.id, params, attempt, emit)
         raise StepFailed(
             error_json("UNIMPLEMENTED", f"step kind {step.kind!r} is not executable", "STEP_KIND")
         )
@@ -449,7 +453,7 @@ class _Spend:
 
     def add(self, step: PlanStep, result: StepResult) -> None:
         self.tokens += result.input_tokens + result.output_tokens
-        if step.kind == "model" and isinstance(result.output, dict):
+        if step.kind in SPENDING_KINDS and isinstance(result.output, dict):
             self.cost_usd += float(result.output.get("cost_usd") or 0.0)
 
     def exhausted(self) -> dict[str, Any] | None:

@@ -14,6 +14,8 @@ from agentflow_runtime.clients import Channels
 from agentflow_runtime.errors import from_rpc_error
 from agentflow_runtime.protojson import py_from_value, struct_from_dict
 
+from agentflow_worker.agent_calls import TurnReply, TurnRequest
+from agentflow_worker.agent_protos import reply_from_proto, request_to_proto
 from agentflow_worker.calls import Emit, StepFailed, StepResult, idempotency_key
 from agentflow_worker.model import EventType, RunRecord, error_json
 
@@ -93,14 +95,30 @@ class MeshStepCalls:
             output, reply.usage.input_tokens, reply.usage.output_tokens, {"replayed": reply.replayed}
         )
 
+    async def complete_turn(self, run: RunRecord, step_id: str, request: TurnRequest, key: str) -> TurnReply:
+        """One model call of an agent step (tools offered, the agent named), keyed by its turn."""
+        message = request_to_proto(request, run.name, step_id, key)
+        with context.bound(context.CallContext(tenant=run.tenant, caller="worker")):
+            try:
+                reply = await self.models.Complete(message, timeout=request.timeout)
+            except grpc.aio.AioRpcError as exc:
+                raise _failed(exc, step_id) from exc
+        return reply_from_proto(reply)
+
     async def tool(
         self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit, *, attempt: int = 1
     ) -> StepResult:
+        return await self.execute_tool(run, step_id, params, emit, key=idempotency_key(run, step_id, attempt))
+
+    async def execute_tool(
+        self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Emit, *, key: str
+    ) -> StepResult:
+        """ExecuteTool under `key`: a tool step's call, and an agent's tool call (its key names the turn)."""
         tool = str(params.get("tool", ""))
         request = tools_pb2.ExecuteToolRequest(
             name=tool if tool.startswith("tools/") else f"tools/{tool}",
             arguments=struct_from_dict(params.get("arguments") or {}),
-            idempotency_key=idempotency_key(run, step_id, attempt),
+            idempotency_key=key,
             run=run.name,
             step_id=step_id,
         )

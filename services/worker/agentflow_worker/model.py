@@ -40,6 +40,8 @@ class EventType(enum.StrEnum):
     RUN_SUCCEEDED = "RUN_SUCCEEDED"
     RUN_FAILED = "RUN_FAILED"
     RUN_CANCELLED = "RUN_CANCELLED"
+    AGENT_TURN = "AGENT_TURN"
+    AGENT_HANDOFF = "AGENT_HANDOFF"
 
 
 @dataclass(frozen=True)

@@ -237,6 +237,20 @@ class RunStore:
         async with self.db.connect() as conn:
             return [_event(r._mapping) for r in (await conn.execute(query)).all()]
 
+    async def step_events(self, run_id: str, step_id: str, types: Sequence[EventType]) -> list[Event]:
+        """A step's events of the given types, in order (an agent step's journal of turns)."""
+        query = (
+            select(events)
+            .where(
+                events.c.run_id == run_id,
+                events.c.step_id == step_id,
+                events.c.type.in_([t.value for t in types]),
+            )
+            .order_by(events.c.seq)
+        )
+        async with self.db.connect() as conn:
+            return [_event(r._mapping) for r in (await conn.execute(query)).all()]
+
     async def input_digests(self, run_id: str) -> dict[str, str]:
         """The `input_digest` journaled with each step's success (the last one per step)."""
         query = (
