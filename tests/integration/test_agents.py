@@ -19,7 +19,8 @@ def test_an_agent_with_two_tools_and_handoffs_completes_its_scripted_conversatio
     assert final["state"] == "RUN_STATE_SUCCEEDED", final
     output = final["output"]
     assert output["agent"] == "publisher"
-    assert output["answer"].startswith("Published (tick 1\ntick 2\n). Publish it. The reviewer said: Approved:")
+    published = "Published (tick 1\ntick 2\n). Publish it. The reviewer said: Approved:"
+    assert output["answer"].startswith(published)
     assert "Is a draft of 9 words fine to publish?" in output["answer"]
     assert output["turns"] == 6
     assert [(h["from"], h["to"], h["mode"]) for h in output["handoffs"]] == [

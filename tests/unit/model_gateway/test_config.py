@@ -15,9 +15,10 @@ CATALOG = Path(__file__).resolve().parents[3] / "catalog" / "models"
 
 def test_catalog_defines_the_local_model() -> None:
     models = load_models(CATALOG)
-    assert [m.alias for m in models] == ["local"]
-    assert models[0].provider == "local"
+    assert [m.alias for m in models] == ["local", "local-script"]
+    assert {m.provider for m in models} == {"local"}
     assert models[0].cost_usd(Usage(1000, 1000)) == 0
+    assert models[1].script  # the agents' scripted model
 
 
 def test_missing_catalog_falls_back_to_local(tmp_path: Path) -> None:
