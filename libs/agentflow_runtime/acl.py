@@ -20,6 +20,8 @@ RULES: Mapping[str, frozenset[str]] = {
     "/agentflow.tools.v1.ToolService/ExecuteTool": frozenset({"worker", "gateway"}),
     # Who may start an execution may stop it (a run's cancellation, a step timeout).
     "/agentflow.tools.v1.ToolService/CancelToolExecution": frozenset({"worker", "gateway"}),
+    # The gateway's MCP endpoint relays its clients' JSON-RPC to the tool-sandbox; nobody else speaks it.
+    "/agentflow.tools.v1.McpBridgeService/Exchange": frozenset({"gateway"}),
 }
 """Methods with a narrower allow-list than `ANY_PEER`; every other method admits `ANY_PEER`."""
 

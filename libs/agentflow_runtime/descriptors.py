@@ -13,6 +13,7 @@ CONTRACT_MODULES = (
     "agentflow.runs.v1.runs_pb2",
     "agentflow.approvals.v1.approvals_pb2",
     "agentflow.tools.v1.tools_pb2",
+    "agentflow.tools.v1.mcp_pb2",
     "agentflow.models.v1.models_pb2",
     "agentflow.memory.v1.memory_pb2",
     "agentflow.audit.v1.audit_pb2",
@@ -23,6 +24,8 @@ SERVICE_OWNERS: dict[str, str] = {
     "agentflow.runs.v1.RunService": "worker",
     "agentflow.approvals.v1.ApprovalService": "worker",
     "agentflow.tools.v1.ToolService": "tool-sandbox",
+    "agentflow.tools.v1.McpServerService": "tool-sandbox",
+    "agentflow.tools.v1.McpBridgeService": "tool-sandbox",
     "agentflow.models.v1.ModelService": "model-gateway",
     "agentflow.memory.v1.MemoryService": "memory",
     "agentflow.audit.v1.AuditService": "audit",
@@ -30,7 +33,9 @@ SERVICE_OWNERS: dict[str, str] = {
 }
 """Which mesh service serves each protobuf service."""
 
-INTERNAL_SERVICES = frozenset({"agentflow.audit.v1.AuditIngestService"})
+INTERNAL_SERVICES = frozenset(
+    {"agentflow.audit.v1.AuditIngestService", "agentflow.tools.v1.McpBridgeService"}
+)
 """Services that are never exposed at the edge."""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import grpc
-from agentflow.tools.v1 import tools_pb2, tools_pb2_grpc
+from agentflow.tools.v1 import mcp_pb2, mcp_pb2_grpc, tools_pb2, tools_pb2_grpc
 from agentflow_runtime.db import Database
 from agentflow_runtime.server import Runtime
 from agentflow_runtime.settings import Settings
@@ -13,13 +13,23 @@ from agentflow_runtime.settings import Settings
 from agentflow_tool_sandbox.catalog import load_catalog
 from agentflow_tool_sandbox.executions import Executions
 from agentflow_tool_sandbox.executor import ProcessBackendConfig, ProcessRunner
+from agentflow_tool_sandbox.mcp import store as mcp_store
+from agentflow_tool_sandbox.mcp.bridge_servicer import McpBridgeServicer
+from agentflow_tool_sandbox.mcp.catalog import load_servers
+from agentflow_tool_sandbox.mcp.servers import McpServers
+from agentflow_tool_sandbox.mcp.servicer import McpServerServicer
+from agentflow_tool_sandbox.mcp.stdio_launch import LaunchConfig
 from agentflow_tool_sandbox.registry import Registry
 from agentflow_tool_sandbox.servicer import ToolServicer
 from agentflow_tool_sandbox.store import ExecutionStore, ToolStore, metadata
 
 log = logging.getLogger("agentflow.tool_sandbox")
 
-SERVICE_NAMES = (tools_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name,)
+SERVICE_NAMES = (
+    tools_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name,
+    mcp_pb2.DESCRIPTOR.services_by_name["McpServerService"].full_name,
+    mcp_pb2.DESCRIPTOR.services_by_name["McpBridgeService"].full_name,
+)
 
 
 class ToolSandboxService:
@@ -32,21 +42,32 @@ class ToolSandboxService:
         self._settings = settings
         self._db = Database.for_service(settings, self.name)
         self._executions: Executions | None = None
+        self._mcp: McpServers | None = None
 
     async def start(self, server: grpc.aio.Server, runtime: Runtime) -> None:
         catalog = load_catalog(self._settings.catalog_dir / "tools")
         log.info("loaded tool catalog", extra={"fields": {"tools": [t.tool_id for t in catalog]}})
+        mcp_catalog = load_servers(self._settings.catalog_dir / "mcp")
         await self._db.create_all(metadata)
+        await self._db.create_all(mcp_store.metadata)
         runner = ProcessRunner(ProcessBackendConfig(scratch_root=self._settings.data_dir / "tool-scratch"))
-        registry = Registry(ToolStore(self._db.engine), catalog)
-        executions = self._executions = Executions(runner, ExecutionStore(self._db.engine))
-        tools_pb2_grpc.add_ToolServiceServicer_to_server(
-            ToolServicer(registry, executions, runtime.audit), server
+        launch = LaunchConfig(scratch_root=self._settings.data_dir / "mcp-scratch")
+        mcp = self._mcp = McpServers(mcp_store.McpStore(self._db.engine), mcp_catalog, launch)
+        registry = Registry(ToolStore(self._db.engine), catalog, imported=mcp)
+        executions = self._executions = Executions(runner, ExecutionStore(self._db.engine), mcp=mcp)
+        tools = ToolServicer(registry, executions, runtime.audit)
+        tools_pb2_grpc.add_ToolServiceServicer_to_server(tools, server)
+        mcp_pb2_grpc.add_McpServerServiceServicer_to_server(McpServerServicer(mcp, runtime.audit), server)
+        mcp_pb2_grpc.add_McpBridgeServiceServicer_to_server(
+            McpBridgeServicer(registry, tools.ExecuteTool), server
         )
+        mcp.start()
 
     async def stop(self) -> None:
         if self._executions is not None:
             await self._executions.close(self._settings.drain_seconds)
+        if self._mcp is not None:
+            await self._mcp.close()
         await self._db.dispose()
 
 

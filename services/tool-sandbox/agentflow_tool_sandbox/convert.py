@@ -7,6 +7,7 @@ from agentflow.tools.v1 import tools_pb2
 from agentflow_runtime.protojson import dict_from_struct, struct_from_dict, timestamp, value_from_py
 
 from agentflow_tool_sandbox.events import Chunk, Event, Result, Stream
+from agentflow_tool_sandbox.mcp.convert import access_to_proto, mcp_origin
 from agentflow_tool_sandbox.spec import Limits, ProcessSpec, ToolSpec
 
 _STREAMS = {Stream.STDOUT: tools_pb2.OUTPUT_STREAM_STDOUT, Stream.STDERR: tools_pb2.OUTPUT_STREAM_STDERR}
@@ -44,6 +45,8 @@ def tool_to_proto(tool: ToolSpec) -> tools_pb2.Tool:
         ),
         origin=tool.origin,
         create_time=timestamp(tool.create_time),
+        mcp=mcp_origin(tool),
+        access=None if tool.access is None else access_to_proto(tool.access),
     )
 
 

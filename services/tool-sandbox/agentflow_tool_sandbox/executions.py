@@ -22,15 +22,16 @@ Unkeyed executions are unchanged: they run inside the caller's stream, and closi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from agentflow_runtime.errors import FailedPrecondition, Unavailable
+from agentflow_runtime.errors import AgentFlowError, FailedPrecondition, Unavailable
 
 from agentflow_tool_sandbox.arguments import args_digest
 from agentflow_tool_sandbox.backend import Runner
@@ -92,10 +93,18 @@ class _Live:
                         "the tool sandbox stopped during the execution; retry the call",
                         reason="SANDBOX_STOPPING",
                     )
+                if isinstance(self.error, AgentFlowError):
+                    raise self.error  # e.g. an MCP server that cannot be reached: keep its status
                 if self.error is not None:
                     raise RuntimeError("the execution failed") from self.error
                 return
             await updated.wait()
+
+
+class ToolCaller(Protocol):
+    """Calls a tool that is not a process (an imported MCP tool): chunks, then one Result."""
+
+    def execute(self, tool: ToolSpec, arguments: Mapping[str, Any]) -> AsyncGenerator[Event, None]: ...
 
 
 class Executions:
@@ -109,8 +118,10 @@ class Executions:
         heartbeat_seconds: float = 2.0,
         stale_seconds: float = 10.0,
         instance: str | None = None,
+        mcp: ToolCaller | None = None,
     ) -> None:
         self.runner = runner
+        self.mcp = mcp
         self.store = store
         self.heartbeat_seconds = heartbeat_seconds
         self.stale_seconds = stale_seconds
@@ -128,7 +139,7 @@ class Executions:
         that saw a result can rely on a retry with the same key replaying it.
         """
         if not idempotency_key:
-            async with aclosing(self.runner.execute(tool.process, tool.limits, arguments)) as events:
+            async with aclosing(self._events(tool, arguments)) as events:
                 async for event in events:
                     yield event
             return
@@ -137,6 +148,12 @@ class Executions:
         async with aclosing(source) as events:
             async for event in events:
                 yield event
+
+    def _events(self, tool: ToolSpec, arguments: Mapping[str, Any]) -> AsyncGenerator[Event, None]:
+        """The tool's events: a call to its MCP server for an imported tool, else its process."""
+        if tool.mcp is not None and self.mcp is not None:
+            return self.mcp.execute(tool, arguments)
+        return self.runner.execute(tool.process, tool.limits, arguments)
 
     async def close(self, grace: float) -> None:
         """On shutdown: let running keyed executions finish for up to `grace` seconds, then kill the rest.
@@ -237,7 +254,7 @@ class Executions:
 
         async def drive() -> Result:
             result: Result | None = None
-            async with aclosing(self.runner.execute(tool.process, tool.limits, arguments)) as events:
+            async with aclosing(self._events(tool, arguments)) as events:
                 async for event in events:
                     if isinstance(event, Chunk):
                         captured[event.stream].append(event.data)
@@ -283,8 +300,12 @@ class Executions:
             error = exc
             raise
         except Exception as exc:
-            log.exception("keyed execution failed", extra={"fields": {"idempotency_key": key}})
+            if not isinstance(exc, AgentFlowError):
+                log.exception("keyed execution failed", extra={"fields": {"idempotency_key": key}})
             error = exc
+            # Nothing was recorded: drop the marker so a retry with the key runs again at once.
+            with contextlib.suppress(Exception):
+                await self.store.finish_marker(tenant, key, self.instance)
         finally:
             beat.cancel()
             self._live.pop((tenant, key), None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Protocol
 
 from agentflow_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
@@ -13,14 +14,28 @@ from agentflow_tool_sandbox.store import ToolStore
 from agentflow_tool_sandbox.validation import validate_tool
 
 
+class ImportedTools(Protocol):
+    """Tools imported from MCP servers (`mcp.servers.McpServers`): their ids hold `--`, native ids never."""
+
+    async def tool(self, tenant: str, tool_id: str) -> ToolSpec | None: ...
+
+    async def tools(self, tenant: str) -> list[ToolSpec]: ...
+
+
 class Registry:
     """Finds, lists, registers and removes tools; catalog tools win over a tenant's tool of the same id."""
 
     def __init__(
-        self, store: ToolStore, catalog: Sequence[ToolSpec], *, loaded: datetime | None = None
+        self,
+        store: ToolStore,
+        catalog: Sequence[ToolSpec],
+        *,
+        loaded: datetime | None = None,
+        imported: ImportedTools | None = None,
     ) -> None:
         loaded = loaded or datetime.now(UTC)
         self.store = store
+        self.imported = imported
         self.catalog = {t.tool_id: replace(t, create_time=t.create_time or loaded) for t in catalog}
         self._catalog_sorted = sorted(self.catalog.values(), key=lambda t: t.tool_id)
 
@@ -44,7 +59,10 @@ class Registry:
 
     async def get(self, tenant: str, tool_id: str) -> ToolSpec:
         """The tool `tool_id` as `tenant` sees it; NotFound otherwise."""
-        tool = self.catalog.get(tool_id) or await self.store.get(tenant, tool_id)
+        if "--" in tool_id and self.imported is not None:
+            tool = await self.imported.tool(tenant, tool_id)
+        else:
+            tool = self.catalog.get(tool_id) or await self.store.get(tenant, tool_id)
         if tool is None:
             raise NotFound(f"tools/{tool_id} not found", reason="TOOL_NOT_FOUND", metadata={"tool": tool_id})
         return tool
@@ -53,15 +71,16 @@ class Registry:
         """One page of the tools `tenant` sees, in name order, and the offset of the next page (if any)."""
         end = offset + page_size
         registered = await self.store.first(tenant, end + 1)
+        imported = await self.imported.tools(tenant) if self.imported is not None else []
         merged = sorted(
-            [*self._catalog_sorted, *(t for t in registered if t.tool_id not in self.catalog)],
+            [*self._catalog_sorted, *(t for t in registered if t.tool_id not in self.catalog), *imported],
             key=lambda t: t.tool_id,
         )
         return merged[offset:end], (end if len(merged) > end else None)
 
     async def delete(self, tenant: str, tool_id: str) -> None:
-        """Remove a tool registered through the API; catalog tools cannot be removed."""
-        if tool_id in self.catalog:
+        """Remove a tool registered through the API; catalog and imported tools cannot be removed."""
+        if tool_id in self.catalog or "--" in tool_id:
             raise FailedPrecondition(
                 f"tools/{tool_id} comes from the catalog and cannot be deleted",
                 reason="CATALOG_TOOL",

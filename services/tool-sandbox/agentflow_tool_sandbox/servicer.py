@@ -19,6 +19,7 @@ from agentflow_tool_sandbox import convert
 from agentflow_tool_sandbox.arguments import args_digest, validate_arguments
 from agentflow_tool_sandbox.events import Result
 from agentflow_tool_sandbox.executions import Executions
+from agentflow_tool_sandbox.mcp import access
 from agentflow_tool_sandbox.registry import Registry
 from agentflow_tool_sandbox.spec import tool_id_from_name
 
@@ -60,9 +61,13 @@ class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
     async def ExecuteTool(
         self, request: tools_pb2.ExecuteToolRequest, ctx: Ctx
     ) -> AsyncIterator[tools_pb2.ExecuteToolResponse]:
-        tenant = context.current().tenant
+        call = context.current()
+        tenant = call.tenant
         tool = await self.registry.get(tenant, _tool_id(request.name))
         arguments = dict_from_struct(request.arguments)
+        if not access.permits(tool, tenant, call.role):
+            self._audit(request, tool.name, args_digest(arguments), None, "denied")
+            access.check(tool, tenant, call.role)
         problems = validate_arguments(tool.input_schema, arguments)
         if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY:
             problems.append(("idempotency_key", f"at most {MAX_IDEMPOTENCY_KEY} characters"))

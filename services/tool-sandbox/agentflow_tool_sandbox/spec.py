@@ -14,6 +14,7 @@ TOOL_ID_PATTERN = TOOL_ID
 
 ORIGIN_CATALOG = "catalog"
 ORIGIN_API = "api"
+ORIGIN_MCP = "mcp"
 
 DEFAULT_WALL_TIME_SECONDS = 30.0
 DEFAULT_CPU_SECONDS = 10
@@ -54,6 +55,23 @@ class ProcessSpec:
 
 
 @dataclass(frozen=True)
+class ToolAccess:
+    """Who may use a tool: roles, and tenants (`*` = any) for a tool every tenant sees."""
+
+    roles: tuple[str, ...] = ()
+    tenants: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class McpBinding:
+    """Where an imported tool lives: its MCP server (`tenant` "" for a catalog server) and remote name."""
+
+    tenant: str
+    server_id: str
+    remote_name: str
+
+
+@dataclass(frozen=True)
 class ToolSpec:
     """A registered tool."""
 
@@ -64,6 +82,10 @@ class ToolSpec:
     limits: Limits = Limits()
     origin: str = ORIGIN_API
     create_time: datetime | None = None
+    mcp: McpBinding | None = None
+    """Set on a tool imported from an MCP server: ExecuteTool calls the server instead of a process."""
+    access: ToolAccess | None = None
+    """None on a native tool (the default grants); an imported tool's grants (none by default)."""
 
     @property
     def name(self) -> str:

@@ -28,6 +28,10 @@ def validate_tool(spec: ToolSpec, *, id_field: str = "tool_id", prefix: str = ""
     problems: list[Violation] = []
     if not TOOL_ID_PATTERN.fullmatch(spec.tool_id):
         problems.append((id_field, f"must match {TOOL_ID_PATTERN.pattern}"))
+    elif "--" in spec.tool_id:
+        problems.append(
+            (id_field, "must not contain `--`: it separates server and tool in imported MCP tools")
+        )
     if not spec.description.strip():
         problems.append((f"{prefix}description", "required"))
     problems.extend(validate_schema(spec.input_schema, f"{prefix}input_schema"))

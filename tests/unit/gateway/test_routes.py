@@ -11,6 +11,7 @@ PUBLIC = {
     "agentflow.approvals.v1.ApprovalService",
     "agentflow.workflows.v1.WorkflowService",
     "agentflow.tools.v1.ToolService",
+    "agentflow.tools.v1.McpServerService",
     "agentflow.models.v1.ModelService",
     "agentflow.memory.v1.MemoryService",
     "agentflow.audit.v1.AuditService",
@@ -29,6 +30,7 @@ def test_methods_cover_the_public_services_only() -> None:
     methods = build_methods()
     assert {m.service for m in methods.values()} == PUBLIC
     assert not any("AuditIngestService" in path for path in methods)
+    assert not any("McpBridgeService" in path for path in methods)
 
 
 def test_every_public_rpc_with_an_http_rule_is_routable(route_table: RouteTable) -> None:

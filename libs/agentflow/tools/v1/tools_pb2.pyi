@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from agentflow.common.v1 import common_pb2 as _common_pb2
+from agentflow.tools.v1 import mcp_pb2 as _mcp_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -59,12 +60,14 @@ class Tool(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     ORIGIN_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    MCP_FIELD_NUMBER: _builtins.int
+    ACCESS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `tools/{tool}`."""
     description: _builtins.str
     """What the tool does; shown to models."""
     origin: _builtins.str
-    """Where the tool was registered from: `catalog` or `api`."""
+    """Where the tool was registered from: `catalog`, `api`, or `mcp` (imported from an MCP server)."""
     @_builtins.property
     def input_schema(self) -> _struct_pb2.Struct:
         """JSON schema of the arguments."""
@@ -81,6 +84,16 @@ class Tool(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the tool was registered."""
 
+    @_builtins.property
+    def mcp(self) -> _mcp_pb2.McpToolOrigin:
+        """For a tool imported from an MCP server (`origin` is `mcp`): the server and the tool's name there."""
+
+    @_builtins.property
+    def access(self) -> _mcp_pb2.ToolAccess:
+        """Who may use the tool. Unset on a native tool: every role that may execute tools (developer, admin).
+        An imported tool has its server's grants, and none by default.
+        """
+
     def __init__(
         self,
         *,
@@ -91,10 +104,12 @@ class Tool(_message.Message):
         limits: Global___ExecutionLimits | None = ...,
         origin: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        mcp: _mcp_pb2.McpToolOrigin | None = ...,
+        access: _mcp_pb2.ToolAccess | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "input_schema", b"input_schema", "limits", b"limits", "process", b"process"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "create_time", b"create_time", "input_schema", b"input_schema", "limits", b"limits", "mcp", b"mcp", "process", b"process"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "input_schema", b"input_schema", "limits", b"limits", "name", b"name", "origin", b"origin", "process", b"process"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "create_time", b"create_time", "description", b"description", "input_schema", b"input_schema", "limits", b"limits", "mcp", b"mcp", "name", b"name", "origin", b"origin", "process", b"process"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,91 @@
+"""The one place that starts a stdio MCP server process: switch it to another sandbox backend here.
+
+Today: a plain child process in its own session (process group) with a cleared environment, a scratch
+working directory, and rlimits (address space, processes, file size, no core) applied by the sandbox's
+launcher before it execs the server. No CPU-time limit: the server is long-lived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentflow_tool_sandbox import rlimits
+from agentflow_tool_sandbox.mcp.model import DEFAULT_MEMORY_BYTES
+
+PYTHON_PLACEHOLDER = "{python}"
+BASE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+STREAM_LIMIT = 32 * 1024 * 1024
+"""Longest line (one JSON-RPC message) read from the server."""
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Host-side settings for stdio servers."""
+
+    scratch_root: Path
+    python: str = field(default_factory=lambda: sys.executable)
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
+    max_processes: int = 256
+    max_file_bytes: int = 64 * 1024 * 1024
+
+
+class LaunchedServer:
+    """A running server process: JSON-RPC lines on `stdin`/`stdout`, diagnostics on `stderr`."""
+
+    def __init__(self, process: asyncio.subprocess.Process, scratch: Path) -> None:
+        self.process = process
+        self.scratch = scratch
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+        self.stdin: asyncio.StreamWriter = process.stdin
+        self.stdout: asyncio.StreamReader = process.stdout
+        self.stderr: asyncio.StreamReader = process.stderr
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Close stdin, give the server `grace` seconds to exit, then kill its whole process group."""
+        with contextlib.suppress(Exception):
+            self.stdin.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.process.wait(), grace)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            await self.process.wait()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+async def launch(config: LaunchConfig, command: Sequence[str], env: Mapping[str, str]) -> LaunchedServer:
+    """Start `command` (`{python}` is this service's interpreter) with only the base variables and `env`."""
+    config.scratch_root.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="mcp-", dir=config.scratch_root.resolve()))
+    argv = [arg.replace(PYTHON_PLACEHOLDER, config.python) for arg in command]
+    limits = [
+        rlimits.Rlimit(resource.RLIMIT_AS, config.memory_bytes, config.memory_bytes),
+        rlimits.Rlimit(resource.RLIMIT_NPROC, config.max_processes, config.max_processes),
+        rlimits.Rlimit(resource.RLIMIT_FSIZE, config.max_file_bytes, config.max_file_bytes),
+        rlimits.Rlimit(resource.RLIMIT_CORE, 0, 0),
+    ]
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *rlimits.launch_argv(config.python, limits, argv),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=scratch,
+            env={**BASE_ENV, "HOME": str(scratch), **env},
+            start_new_session=True,
+            limit=STREAM_LIMIT,
+        )
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return LaunchedServer(process, scratch)
