@@ -5,12 +5,19 @@ the model step it names (`steps.<id>...`) or a fixed allowance for anything else
 output tokens are the step's `max_tokens`, or `DEFAULT_MAX_OUTPUT_TOKENS` when it sets none. Cost follows the
 model's catalog prices; a model the catalog does not price counts as free and is listed as unpriced, so a
 budget check can tell.
+
+An agent step is bounded per agent it can reach (its pinned definitions): `max_turns` model calls, each
+answering with at most `DEFAULT_MAX_OUTPUT_TOKENS` and reading the instructions, the tools offered, the step's
+input (an allowance) and every earlier turn's reply and tool answer (an allowance each); capped by the agent's
+own budget when it has one. One entry per agent step, named by the model of the agent it starts with.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from agentflow_runtime import templates
 from agentflow_runtime.model_catalog import ModelConfig
@@ -58,6 +65,9 @@ def estimate(plan: Plan, models: Mapping[str, ModelConfig]) -> CostEstimate:
     steps: list[StepCost] = []
     unpriced: set[str] = set()
     for step in plan.steps:  # topological order: upstream estimates are known
+        if step.kind is StepKind.AGENT:
+            steps.append(_agent_step(step.id, step.params, models, unpriced))
+            continue
         if step.kind is not StepKind.MODEL:
             continue
         alias = str(step.params.get("model") or "local").removeprefix("models/")
@@ -74,6 +84,37 @@ def estimate(plan: Plan, models: Mapping[str, ModelConfig]) -> CostEstimate:
         cost = 0.0 if model is None else model.cost_usd(_Tokens(input_tokens, output_tokens))
         steps.append(StepCost(step.id, alias, input_tokens, output_tokens, cost))
     return CostEstimate(tuple(steps), tuple(sorted(unpriced)))
+
+
+def _agent_step(
+    step_id: str, params: Mapping[str, Any], models: Mapping[str, ModelConfig], unpriced: set[str]
+) -> StepCost:
+    agents: Mapping[str, Any] = params.get("agents") or {}
+    input_tokens = output_tokens = 0
+    cost = 0.0
+    for agent in agents.values():
+        alias = str(agent.get("model") or "local")
+        fixed = count_tokens([str(agent.get("instructions") or ""), json.dumps(agent.get("tools") or [])])
+        fixed += TEMPLATE_ALLOWANCE_TOKENS  # the step's input, or what a handoff passes on
+        turns = int(agent.get("max_turns") or 1)
+        per_turn = DEFAULT_MAX_OUTPUT_TOKENS + TEMPLATE_ALLOWANCE_TOKENS  # a reply and its tool answers
+        agent_in = turns * fixed + per_turn * turns * (turns - 1) // 2
+        agent_out = turns * DEFAULT_MAX_OUTPUT_TOKENS
+        budget = agent.get("budget") or {}
+        cap = int(budget.get("max_tokens") or 0)
+        if cap and agent_in + agent_out > cap:
+            agent_out = min(agent_out, cap)
+            agent_in = cap - agent_out
+        model = models.get(alias)
+        if model is None:
+            unpriced.add(alias)
+        agent_cost = 0.0 if model is None else model.cost_usd(_Tokens(agent_in, agent_out))
+        max_cost = float(budget.get("max_cost_usd") or 0.0)
+        cost += min(agent_cost, max_cost) if max_cost else agent_cost
+        input_tokens += agent_in
+        output_tokens += agent_out
+    entry = agents.get(str(params.get("agent")), {})
+    return StepCost(step_id, str(entry.get("model") or "local"), input_tokens, output_tokens, cost)
 
 
 @dataclass(frozen=True)

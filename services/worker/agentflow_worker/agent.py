@@ -29,7 +29,7 @@ from agentflow_worker.agent_journal import AgentJournal
 from agentflow_worker.calls import Emit, StepFailed, StepResult
 from agentflow_worker.model import Event, EventType, RunRecord, error_json
 
-__all__ = ["AGENT_EVENTS", "AgentLoop", "run_agent_step"]
+__all__ = ["AGENT_EVENTS", "AgentLoop", "run_agent_step", "stop_agent_calls"]
 
 AGENT_EVENTS = (EventType.AGENT_TURN, EventType.AGENT_HANDOFF)
 
@@ -55,6 +55,30 @@ async def run_agent_step(
 
     journal = AgentJournal(attempt, events, record)
     return await AgentLoop(calls, run, step_id, params, journal, emit).run()
+
+
+async def stop_agent_calls(
+    calls: object, events: list[Event], run: RunRecord, step_id: str, params: dict[str, Any], attempt: int
+) -> None:
+    """Stop, at the tool-sandbox, every tool call of the attempt that the journal shows asked for but not
+    answered (keyed executions outlive their caller: a cancelled run or a timed-out step must stop them)."""
+    if not isinstance(calls, AgentCalls):
+        return
+    journal = AgentJournal(attempt, events, _no_record)
+    agents: dict[str, dict[str, Any]] = dict(params.get("agents") or {})
+    loop = AgentLoop(calls, run, step_id, params, journal, _no_emit)
+    for key, tool in journal.unanswered_calls():
+        agent = agents.get(tool[0], {})
+        if tool[1] in {t["name"] for t in agent.get("tools") or []}:
+            await calls.cancel_tool(run, tool[1], loop.call_key(key))
+
+
+async def _no_record(kind: EventType, data: dict[str, Any]) -> None:
+    raise AssertionError("stopping calls writes nothing")
+
+
+async def _no_emit(kind: EventType, step_id: str, data: dict[str, Any]) -> None:
+    raise AssertionError("stopping calls writes nothing")
 
 
 class _Spent:
@@ -166,7 +190,7 @@ class AgentLoop:
                 tools=tools_of(agent, self.agents),
                 timeout=MODEL_TIMEOUT,
             )
-            reply = await self.calls.complete_turn(self.run_record, self.step_id, request, self._key(key))
+            reply = await self.calls.complete_turn(self.run_record, self.step_id, request, self.call_key(key))
             data = {"frame": frame, "agent": name, "reply": reply.to_json()}
             entry = await self.journal.write(EventType.AGENT_TURN, key, data)
         reply = TurnReply.from_json(entry["reply"])
@@ -242,7 +266,7 @@ class AgentLoop:
         params = {"tool": tool, "arguments": arguments}
         try:
             result = await self.calls.execute_tool(
-                self.run_record, self.step_id, params, self.emit, key=self._key(key)
+                self.run_record, self.step_id, params, self.emit, key=self.call_key(key)
             )
         except StepFailed as exc:
             if exc.retryable:
@@ -295,7 +319,8 @@ class AgentLoop:
                 )
             )
 
-    def _key(self, key: str) -> str:
+    def call_key(self, key: str) -> str:
+        """The idempotency key of the call journaled (or to be journaled) under `key`."""
         return f"{self.run_record.run_id}/{self.step_id}/{self.journal.attempt}/{key}"
 
 

@@ -75,3 +75,7 @@ class AgentCalls(Protocol):
         """Executes `params["tool"]` with `params["arguments"]` under the idempotency key `key`; StepFailed
         when it fails (as a tool step would)."""
         ...
+
+    async def cancel_tool(self, run: RunRecord, tool: str, key: str) -> None:
+        """Stops the execution of `tool` under `key` at the tool-sandbox, if it still runs."""
+        ...

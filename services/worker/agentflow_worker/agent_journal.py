@@ -45,6 +45,18 @@ class AgentJournal:
         """The journaled model turns whose key starts with `prefix` (a delegated conversation's)."""
         return [e for k, e in self._entries.items() if k.startswith(prefix) and "reply" in e]
 
+    def unanswered_calls(self) -> list[tuple[str, tuple[str, str]]]:
+        """Tool calls a journaled reply asked for that have no journaled answer: `(key, (agent, tool))`."""
+        found = []
+        for key, entry in self._entries.items():
+            reply = entry.get("reply")
+            if not isinstance(reply, dict):
+                continue
+            for i, call in enumerate(reply.get("tool_calls") or [], start=1):
+                if f"{key}c{i}" not in self._entries:
+                    found.append((f"{key}c{i}", (str(entry.get("agent")), str(call.get("name")))))
+        return found
+
     async def write(self, kind: EventType, key: str, data: dict[str, Any]) -> dict[str, Any]:
         """Journal `data` under `key` (once: an entry already journaled is kept as it was)."""
         if key in self._entries:

@@ -20,7 +20,7 @@ from typing import Any
 from agentflow_runtime import templates
 from agentflow_runtime.protojson import utcnow
 
-from agentflow_worker.agent import AGENT_EVENTS, run_agent_step
+from agentflow_worker.agent import AGENT_EVENTS, run_agent_step, stop_agent_calls
 from agentflow_worker.budget import SPENDING_KINDS, Budget, spent_usd
 from agentflow_worker.calls import StepCalls, StepFailed, StepResult
 from agentflow_worker.inputs import input_digest, scope
@@ -337,7 +337,12 @@ class RunEngine:
 
     async def _stop_call(self, run: RunRecord, step: PlanStep, params: dict[str, Any], attempt: int) -> None:
         try:
-            await asyncio.wait_for(self.calls.stop(run, step.id, step.kind, params, attempt), STOP_TIMEOUT)
+            if step.kind == "agent":
+                journal = await self.store.step_events(run.run_id, step.id, AGENT_EVENTS)
+                stop = stop_agent_calls(self.calls, journal, run, step.id, params, attempt)
+            else:
+                stop = self.calls.stop(run, step.id, step.kind, params, attempt)
+            await asyncio.wait_for(stop, STOP_TIMEOUT)
         except Exception:
             log.warning(
                 "could not stop a call at its callee",

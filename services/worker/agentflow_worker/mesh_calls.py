@@ -159,10 +159,12 @@ class MeshStepCalls:
         """CancelToolExecution for a tool step's attempt; model and memory calls end with their caller."""
         if kind != "tool":
             return
-        tool = str(params.get("tool", ""))
+        await self.cancel_tool(run, str(params.get("tool", "")), idempotency_key(run, step_id, attempt))
+
+    async def cancel_tool(self, run: RunRecord, tool: str, key: str) -> None:
+        """CancelToolExecution of `tool` under `key` (a tool step's attempt, or an agent's tool call)."""
         request = tools_pb2.CancelToolExecutionRequest(
-            name=tool if tool.startswith("tools/") else f"tools/{tool}",
-            idempotency_key=idempotency_key(run, step_id, attempt),
+            name=tool if tool.startswith("tools/") else f"tools/{tool}", idempotency_key=key
         )
         with context.bound(context.CallContext(tenant=run.tenant, caller="worker")):
             await self.tools.CancelToolExecution(request, timeout=STOP_DEADLINE)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from agentflow.models.v1 import models_pb2
-from agentflow_model_gateway.config import DEFAULT_MODELS
+from agentflow_model_gateway.config import DEFAULT_MODELS, ModelConfig
 from agentflow_model_gateway.gateway import ModelGateway
 from agentflow_model_gateway.routing import Router
 from agentflow_model_gateway.servicer import ModelServicer
@@ -14,6 +14,7 @@ from agentflow_model_gateway.store import metadata
 from agentflow_runtime import context
 from agentflow_runtime.audit import AuditSink
 from agentflow_runtime.db import Database
+from agentflow_runtime.protojson import dict_from_struct, struct_from_dict
 
 NO_CONTEXT: Any = None
 MESSAGES = [
@@ -63,3 +64,36 @@ async def test_stream_and_embed(servicer: ModelServicer) -> None:
     )
     assert [len(e.values) for e in embedded.embeddings] == [256, 256]
     assert embedded.usage.input_tokens == 3
+
+
+async def test_tools_and_tool_calls_cross_the_servicer(tmp_path: Path) -> None:
+    calls = [{"name": "count", "arguments": {"n": 2}}]
+    script = ({"when": {"agent": "clerk"}, "reply": {"tool_calls": calls}},)
+    model = ModelConfig("scripted", "local", "scripted", script=script)
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'tools.db'}")
+    await db.create_all(metadata)
+    servicer = ModelServicer(ModelGateway(Router([model]), db), AuditSink(None))
+    request = models_pb2.CompleteRequest(
+        model="models/scripted",
+        messages=[models_pb2.Message(role=models_pb2.ROLE_USER, content="count")],
+        tools=[models_pb2.ToolDefinition(name="count", parameters=struct_from_dict({"type": "object"}))],
+        agent="clerk",
+    )
+    with context.bound(context.CallContext(tenant="acme")):
+        reply = await servicer.Complete(request, NO_CONTEXT)
+        call = reply.message.tool_calls[0]
+        answered = models_pb2.CompleteRequest(
+            model="models/scripted",
+            messages=[
+                *request.messages,
+                reply.message,
+                models_pb2.Message(role=models_pb2.ROLE_TOOL, content='{"n": 2}', tool_call_id=call.id),
+            ],
+            agent="other",
+        )
+        final = await servicer.Complete(answered, NO_CONTEXT)
+    await db.dispose()
+    assert reply.finish_reason == "tool_calls"
+    assert (call.id, call.name, dict_from_struct(call.arguments)) == ("call_1_1", "count", {"n": 2})
+    assert final.finish_reason == "stop"
+    assert not final.message.tool_calls

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from agentflow_planner.agent_catalog import AgentCatalog
+from agentflow_planner.estimate import DEFAULT_MAX_OUTPUT_TOKENS, TEMPLATE_ALLOWANCE_TOKENS, estimate
 from agentflow_planner.registry import validate
 from agentflow_runtime.model_catalog import ModelConfig, load_models
 
@@ -138,3 +140,36 @@ def test_agent_step_fields_are_checked() -> None:
 def test_instructions_are_literal() -> None:
     checked = validate(workflow(), catalog(agent("triage", instructions="Hi {{ input.x }}")))
     assert any("must be literal text" in v.description for v in checked.violations)
+
+
+def test_an_agent_step_is_priced_per_reachable_agent_within_its_caps() -> None:
+    local = ModelConfig("local", "local", "local", input_price_per_mtok=1.0, output_price_per_mtok=2.0)
+    priced = {"local": local}
+    agents = AgentCatalog.build(
+        [
+            agent("triage", max_turns=2, handoffs=[{"agent": "billing", "mode": "delegate"}]),
+            agent("billing", max_turns=3, budget={"max_tokens": 1000, "max_cost_usd": 0.0001}),
+        ],
+        priced,
+        TOOLS,
+    )
+    checked = validate(workflow(), agents)
+    assert checked.plan is not None
+
+    cost = estimate(checked.plan, priced)
+
+    (agent_step,) = [s for s in cost.steps if s.step_id == "answer"]
+    assert agent_step.model == "local"
+    # triage: 2 turns of at most DEFAULT_MAX_OUTPUT_TOKENS out; billing: capped at its 1000 tokens (all
+    # counted as output) and its $0.0001.
+    assert agent_step.output_tokens == 2 * DEFAULT_MAX_OUTPUT_TOKENS + 1000
+    assert agent_step.input_tokens > 2 * TEMPLATE_ALLOWANCE_TOKENS
+    triage_cost = priced["local"].cost_usd(_Usage(agent_step.input_tokens, 2 * DEFAULT_MAX_OUTPUT_TOKENS))
+    assert agent_step.cost_usd == pytest.approx(triage_cost + 0.0001)
+    assert cost.unpriced_models == ()
+
+
+class _Usage:
+    def __init__(self, input_tokens: int, output_tokens: int) -> None:
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens

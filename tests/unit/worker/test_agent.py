@@ -59,6 +59,7 @@ class AgentFakeCalls(FakeCalls):
         self.tool_started: dict[str, asyncio.Event] = {}
         self.gates: dict[str, asyncio.Event] = {}
         self.tool_failure: dict[str, dict[str, Any]] = {}
+        self.cancelled_tools: list[tuple[str, str]] = []
 
     async def complete_turn(self, run: RunRecord, step_id: str, request: TurnRequest, key: str) -> TurnReply:
         self.model_keys.append(key)
@@ -91,6 +92,9 @@ class AgentFakeCalls(FakeCalls):
         self.side_effects.append(key)
         self.executions[key] = output
         return StepResult(output)
+
+    async def cancel_tool(self, run: RunRecord, tool: str, key: str) -> None:
+        self.cancelled_tools.append((tool, key))
 
 
 @pytest.fixture
@@ -208,6 +212,25 @@ async def test_a_crash_mid_loop_resumes_at_the_turn_without_repeating_a_complete
     # Each journaled entry exists once.
     keys = [e.data["key"] for e in events if e.type in (EventType.AGENT_TURN, EventType.AGENT_HANDOFF)]
     assert len(keys) == len(set(keys))
+
+
+async def test_cancelling_the_run_stops_the_tool_call_a_dead_worker_left_running(
+    store: RunStore, agent_calls: AgentFakeCalls
+) -> None:
+    run = await claimed(store, demo_plan())
+    agent_calls.gates["ticker"] = asyncio.Event()
+    first = asyncio.create_task(execute(store, agent_calls, run.run_id))
+    await asyncio.wait_for(agent_calls.tool_started.setdefault("ticker", asyncio.Event()).wait(), SAFETY)
+    first.cancel()  # the worker dies; the keyed ticker execution would go on at the sandbox
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+    orphaned = await store.get(run.run_id)
+    assert orphaned is not None
+    engine = RunEngine(store, agent_calls, OWNER, Notes())
+    assert await asyncio.wait_for(engine.cancel(orphaned, "stop"), SAFETY) is RunState.CANCELLED
+    # Only the unanswered call of an agent's own tool is stopped (not the answered word-count, nor handoffs).
+    assert agent_calls.cancelled_tools == [("ticker", f"{run.run_id}/publish/1/t4c1")]
 
 
 async def test_max_turns_fails_the_step_clearly(store: RunStore, agent_calls: AgentFakeCalls) -> None:
