@@ -9,6 +9,7 @@ with problems, is a violation of the step (`steps[i].agent`), one per problem.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from .agent_catalog import AgentCatalog
 from .definition import WorkflowDefinition
@@ -46,10 +47,25 @@ def pin_agents(
         ]
         violations.extend(problems)
         pinned = {agent: catalog.agents[agent] for agent in reached}
+        violations.extend(
+            Violation(where, f"agent {path}: contains '{{{{' (agent definitions are literal, not templates)")
+            for path in _templated(pinned, "")
+        )
         steps.append(replace(step, params={**step.params, "agents": pinned}))
     if violations:
         return None, violations
     return replace(definition, steps=tuple(steps)), []
+
+
+def _templated(value: Any, path: str) -> list[str]:
+    """Paths of strings holding `{{`: the worker renders a step's params, so pinned text must not."""
+    if isinstance(value, str):
+        return [path] if "{{" in value else []
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in _templated(item, f"{path}.{key}" if path else key)]
+    if isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in _templated(item, f"{path}[{i}]")]
+    return []
 
 
 def _positions(definition: WorkflowDefinition) -> dict[str, int]:

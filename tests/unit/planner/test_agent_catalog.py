@@ -137,9 +137,15 @@ def test_agent_step_fields_are_checked() -> None:
     assert {"steps[1].agent", "steps[1].input", "steps[1].prompt"} <= fields
 
 
-def test_instructions_are_literal() -> None:
+def test_agent_definitions_are_literal() -> None:
     checked = validate(workflow(), catalog(agent("triage", instructions="Hi {{ input.x }}")))
     assert any("must be literal text" in v.description for v in checked.violations)
+    tools = {"search": {"description": "finds {{ things }}", "parameters": {"type": "object"}}}
+    agents = AgentCatalog.build([agent("triage", tools=["search"])], MODELS, tools)
+    checked = validate(workflow(), agents)
+    assert [v.description for v in checked.violations] == [
+        "agent triage.tools[0].description: contains '{{' (agent definitions are literal, not templates)"
+    ]
 
 
 def test_an_agent_step_is_priced_per_reachable_agent_within_its_caps() -> None:
