@@ -1,4 +1,5 @@
-"""The gateway service: REST/JSON edge on `settings.http_port` (uvicorn), gRPC pass-through on its gRPC port.
+"""The gateway service: REST/JSON and MCP (`/mcp`) edge on `settings.http_port` (uvicorn), gRPC pass-through
+on its gRPC port.
 
 Started by the runtime (`agentflow_runtime.server.serve`), which owns the gRPC server, mTLS, health and
 reflection; `start()` adds the pass-through handler to that server and runs uvicorn in the same event loop.
@@ -21,6 +22,9 @@ from agentflow_runtime.settings import DEV_JWT_SECRET, Settings
 from agentflow_gateway.auth import Authenticator, HS256Verifier, Verifier
 from agentflow_gateway.backends import Backends, ChannelSource
 from agentflow_gateway.http import GatewayApp
+from agentflow_gateway.mcp_bridge import McpBridge
+from agentflow_gateway.mcp_edge import McpEdge
+from agentflow_gateway.mcp_runs import RunTools
 from agentflow_gateway.passthrough import PassthroughHandler
 from agentflow_gateway.routes import build_methods, build_routes
 
@@ -55,6 +59,7 @@ class GatewayService:
         self._given_channels = channels
         self._channels: Channels | None = None
         self._task: asyncio.Task[None] | None = None
+        self._mcp: McpEdge | None = None
 
     async def start(self, server: grpc.aio.Server, runtime: Runtime) -> None:
         if self.settings.jwt_secret == DEV_JWT_SECRET:
@@ -66,7 +71,10 @@ class GatewayService:
             source = self._channels = Channels(self.settings, self.name, intercepted=False)
         backends = Backends(source)
         server.add_generic_rpc_handlers((PassthroughHandler(self.methods, backends, self.authenticator),))
-        app = GatewayApp(self.routes, backends, self.authenticator)
+        runs = RunTools(backends, self.methods)
+        self._mcp = McpEdge(self.authenticator, McpBridge(source), runs)
+        await self._mcp.start()
+        app = GatewayApp(self.routes, backends, self.authenticator, mcp=self._mcp)
         config = uvicorn.Config(
             app,
             host=self.settings.host,
@@ -97,6 +105,9 @@ class GatewayService:
                 await self._task
         self._server = None
         self._task = None
+        if self._mcp is not None:
+            await self._mcp.stop()
+            self._mcp = None
         if self._channels is not None:
             await self._channels.close()
             self._channels = None

@@ -3,7 +3,8 @@
 Per request: authenticate (401) → route (404/405) → authorize (403) → transcode (400) → call the owning
 service with the caller's identity and deadline → JSON, or NDJSON for server streams. It is a plain ASGI
 callable rather than a Starlette app: the route table already does the routing, and skipping the
-framework's request/response objects keeps the per-request cost down.
+framework's request/response objects keeps the per-request cost down. `/mcp` goes to the MCP endpoint
+(`mcp_edge`) when one is given.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from google.rpc import code_pb2, status_pb2
 from agentflow_gateway.auth import Authenticator
 from agentflow_gateway.backends import Backends
 from agentflow_gateway.errors import http_status, status_from_exception, status_json, status_payload
+from agentflow_gateway.mcp_edge import MCP_PATH
 from agentflow_gateway.rbac import authorize
 from agentflow_gateway.routes import Route, RouteTable
 from agentflow_gateway.transcode import build_request, response_json, response_payload
@@ -62,11 +64,13 @@ class GatewayApp:
         authenticator: Authenticator,
         *,
         default_timeout: float = DEFAULT_TIMEOUT,
+        mcp: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
     ) -> None:
         self._routes = routes
         self._backends = backends
         self._auth = authenticator
         self._default_timeout = default_timeout
+        self._mcp = mcp
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,6 +82,9 @@ class GatewayApp:
             await _send_body(send, 200, _HEALTH_BODY, (_JSON,))
             return
         try:
+            if path == MCP_PATH and self._mcp is not None:
+                await self._mcp(scope, receive, send)  # the MCP endpoint (mcp_edge): authenticates itself
+                return
             await self._handle(scope, path, receive, send)
         except _ClientGoneError:
             return

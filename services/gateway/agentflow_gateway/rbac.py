@@ -14,7 +14,7 @@ from agentflow_runtime.errors import PermissionDenied
 from agentflow_gateway.auth import Principal, Role
 from agentflow_gateway.routes import Method
 
-__all__ = ["authorize", "required_role"]
+__all__ = ["allows", "authorize", "required_role"]
 
 _RANK = {Role.VIEWER: 0, Role.DEVELOPER: 1, Role.ADMIN: 2}
 _ADMIN_SERVICES = frozenset({"agentflow.audit.v1.AuditService"})
@@ -25,6 +25,11 @@ def required_role(method: Method) -> Role:
     if method.service in _ADMIN_SERVICES:
         return Role.ADMIN
     return Role.VIEWER if method.read_only else Role.DEVELOPER
+
+
+def allows(principal: Principal, method: Method) -> bool:
+    """Whether the principal's role may call `method`."""
+    return _RANK[principal.role] >= _RANK[required_role(method)]
 
 
 def authorize(principal: Principal, method: Method) -> None:
