@@ -1,0 +1,278 @@
+"""The egress proxy on real sockets: a local origin server, per-execution Unix sockets, the forwarder run by
+a plain process and inside bubblewrap, and the audit record of every attempt."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agentflow_runtime import context
+from agentflow_runtime.audit import AuditSink
+from agentflow_tool_sandbox.egress import EgressGrant, EgressProxy, EgressSession
+from agentflow_tool_sandbox.egress_policy import allow_list
+from agentflow_tool_sandbox.executor import ProcessRunner
+from agentflow_tool_sandbox.spec import ProcessSpec
+
+from .conftest import SAFETY_TIMEOUT, collect, limits, stdout_of
+
+
+@dataclass(frozen=True)
+class Recorded:
+    action: str
+    resource: str
+    outcome: str
+    details: dict[str, Any]
+    tenant: str
+    principal: str
+
+
+class RecordingAudit(AuditSink):
+    """Keeps what would be appended to the audit service (with the bound tenant and principal)."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.events: list[Recorded] = []
+
+    def record(
+        self, action: str, resource: str, outcome: str = "ok", details: dict[str, Any] | None = None
+    ) -> None:
+        call = context.current()
+        self.events.append(
+            Recorded(action, resource, outcome, dict(details or {}), call.tenant, call.principal)
+        )
+
+
+@pytest.fixture
+async def origin() -> AsyncIterator[int]:
+    """An HTTP server on 127.0.0.1 that answers every request with its own request line."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        body = b"origin saw " + head.split(b"\r\n", 1)[0]
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.fixture
+def audit() -> RecordingAudit:
+    return RecordingAudit()
+
+
+def grant(port: int) -> EgressGrant:
+    allow = allow_list([("127.0.0.1", port), ("localhost", port)])
+    return EgressGrant("fetcher", allow, tenant="acme", principal="alice", run="runs/r1", step_id="fetch")
+
+
+async def ask(session: EgressSession, head: bytes, then: bytes = b"") -> bytes:
+    """Send `head` (and, once the proxy answered a CONNECT, `then`) over the session's socket."""
+    reader, writer = await asyncio.open_unix_connection(str(session.socket_path))
+    writer.write(head)
+    if then:
+        status = await reader.readuntil(b"\r\n\r\n")
+        writer.write(then)
+        head = status
+    else:
+        head = b""
+    reply = head + await asyncio.wait_for(reader.read(), SAFETY_TIMEOUT)
+    writer.close()
+    return reply
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_connect_to_an_allowed_host_is_tunnelled_and_audited(
+    origin: int, audit: RecordingAudit
+) -> None:
+    proxy = EgressProxy(audit)
+    async with proxy.session(grant(origin)) as session:
+        reply = await ask(
+            session,
+            b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % origin,
+            b"GET /through-the-tunnel HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+    assert reply.startswith(b"HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 200 OK")
+    assert reply.endswith(b"origin saw GET /through-the-tunnel HTTP/1.1")
+    [event] = audit.events
+    assert (event.action, event.resource, event.outcome) == ("tool.egress", "tools/fetcher", "ok")
+    assert (event.tenant, event.principal) == ("acme", "alice")
+    assert event.details == {
+        "run": "runs/r1",
+        "step_id": "fetch",
+        "host": "127.0.0.1",
+        "port": origin,
+        "method": "CONNECT",
+        "reason": "allowed",
+        "address": "127.0.0.1",
+    }
+
+
+async def test_a_listed_name_is_resolved_after_the_check(origin: int, audit: RecordingAudit) -> None:
+    async with EgressProxy(audit).session(grant(origin)) as session:
+        reply = await ask(session, b"GET http://localhost:%d/by-name?q=1 HTTP/1.1\r\n\r\n" % origin)
+    assert reply.startswith(b"HTTP/1.1 200 OK")
+    assert reply.endswith(b"origin saw GET /by-name?q=1 HTTP/1.1")
+    [event] = audit.events
+    assert (event.outcome, event.details["host"], event.details["method"]) == ("ok", "localhost", "GET")
+    assert event.details["address"] in {"127.0.0.1", "::1"}
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("example.com:443", "host_not_allowed"),
+        ("127.0.0.1:{other}", "port_not_allowed"),
+        ("127.0.0.2:{port}", "ip_literal_not_allowed"),
+        ("127.1:{port}", "ip_literal_not_allowed"),
+    ],
+)
+async def test_other_destinations_are_refused_and_audited(
+    origin: int, audit: RecordingAudit, target: str, reason: str
+) -> None:
+    target = target.format(port=origin, other=free_port())
+    async with EgressProxy(audit).session(grant(origin)) as session:
+        reply = await ask(session, f"CONNECT {target} HTTP/1.1\r\n\r\n".encode())
+    assert reply.startswith(b"HTTP/1.1 403 Forbidden")
+    assert reason.encode() in reply
+    [event] = audit.events
+    assert (event.action, event.outcome, event.details["reason"]) == ("tool.egress", "denied", reason)
+    assert f"{event.details['host']}:{event.details['port']}" == target
+
+
+async def test_a_request_that_is_not_a_proxy_request_is_refused(audit: RecordingAudit) -> None:
+    async with EgressProxy(audit).session(grant(80)) as session:
+        reply = await ask(session, b"GET /not-absolute HTTP/1.1\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400 Bad Request")
+    [event] = audit.events
+    assert (event.outcome, event.details["reason"]) == ("denied", "bad_request")
+
+
+async def test_an_unreachable_allowed_host_is_a_502_audited_as_failed(audit: RecordingAudit) -> None:
+    closed = free_port()
+    async with EgressProxy(audit).session(grant(closed)) as session:
+        reply = await ask(session, b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % closed)
+    assert reply.startswith(b"HTTP/1.1 502 Bad Gateway")
+    [event] = audit.events
+    assert (event.outcome, event.details["reason"]) == ("failed", "connect_failed")
+
+
+async def test_closing_a_session_ends_its_tunnels_and_removes_its_socket(origin: int, tmp_path: Path) -> None:
+    proxy = EgressProxy(root=tmp_path / "egress")
+    async with proxy.session(grant(origin)) as session:
+        reader, writer = await asyncio.open_unix_connection(str(session.socket_path))
+        writer.write(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % origin)
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        directory = session.directory
+        assert directory.parent == tmp_path / "egress"
+    assert await asyncio.wait_for(reader.read(), SAFETY_TIMEOUT) == b""  # the tunnel was closed
+    writer.close()
+    assert not directory.exists()
+
+
+FETCH = """
+    import http.client, json, os, sys, urllib.error, urllib.request
+    port = int(sys.argv[1])
+    proxy = os.environ["HTTPS_PROXY"]
+    plain = urllib.request.urlopen(f"http://127.0.0.1:{port}/plain", timeout=30).read().decode()
+    host, _, proxy_port = proxy.removeprefix("http://").partition(":")
+    tunnel = http.client.HTTPConnection(host, int(proxy_port), timeout=30)
+    tunnel.set_tunnel("127.0.0.1", port)
+    tunnel.request("GET", "/tunnelled")
+    tunnelled = tunnel.getresponse().read().decode()
+    try:
+        urllib.request.urlopen("http://example.com/", timeout=30)
+        refused = None
+    except urllib.error.HTTPError as exc:
+        refused = exc.code
+    print(json.dumps({"proxy": proxy, "plain": plain, "tunnelled": tunnelled, "refused": refused}))
+"""
+
+
+def fetch_source() -> str:
+    return textwrap.dedent(FETCH)
+
+
+async def test_the_forwarder_gives_a_plain_process_the_proxy(
+    origin: int, audit: RecordingAudit, runner: ProcessRunner
+) -> None:
+    async with EgressProxy(audit).session(grant(origin)) as session:
+        egress = session.unconfined()
+        argv = egress.wrap("{python}", ["{python}", "-c", fetch_source(), str(origin)])
+        chunks, result = await collect(runner.execute(ProcessSpec(tuple(argv), egress.env), limits(), {}))
+    assert result.exit_code == 0, result.stderr
+    seen = json.loads(stdout_of(chunks))
+    assert seen["proxy"].startswith("http://127.0.0.1:")
+    assert seen["plain"] == "origin saw GET /plain HTTP/1.1"
+    assert seen["tunnelled"] == "origin saw GET /tunnelled HTTP/1.1"
+    assert seen["refused"] == 403
+    assert [(e.outcome, e.details["method"], e.details["host"]) for e in audit.events] == [
+        ("ok", "GET", "127.0.0.1"),
+        ("ok", "CONNECT", "127.0.0.1"),
+        ("denied", "GET", "example.com"),
+    ]
+
+
+BWRAP = shutil.which("bwrap")
+
+
+@pytest.mark.skipif(BWRAP is None, reason="bubblewrap is not installed")
+async def test_the_forwarder_reaches_the_proxy_from_a_sandbox_without_network(
+    origin: int, audit: RecordingAudit, tmp_path: Path
+) -> None:
+    """Inside `bwrap --unshare-all` only the proxy's socket leads out; a direct connection fails."""
+    source = fetch_source() + textwrap.dedent("""
+        import socket
+        for address in (("127.0.0.1", port), ("192.0.2.1", 80)):
+            try:
+                socket.create_connection(address, timeout=5).close()
+                print("direct: connected")
+            except OSError as exc:
+                print("direct:", exc.strerror)
+    """)
+    async with EgressProxy(audit).session(grant(origin)) as session:
+        egress = session.sandbox()
+        argv = [str(BWRAP), "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        argv += ["--clearenv", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/run"]
+        for host_path, sandbox_path in egress.binds:
+            argv += ["--bind", host_path, sandbox_path]
+        for name, value in egress.env.items():
+            argv += ["--setenv", name, value]
+        argv += egress.wrap(sys.executable, [sys.executable, "-c", source, str(origin)])
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(process.communicate(), SAFETY_TIMEOUT)
+    assert process.returncode == 0, err.decode()
+    first, loopback, outside = out.decode().splitlines()
+    seen = json.loads(first)
+    assert seen["proxy"] == "http://127.0.0.1:3128"
+    assert seen["plain"] == "origin saw GET /plain HTTP/1.1"
+    assert seen["tunnelled"] == "origin saw GET /tunnelled HTTP/1.1"
+    assert seen["refused"] == 403
+    assert loopback == "direct: Connection refused"  # the sandbox's own loopback, not the host's
+    assert outside == "direct: Network is unreachable"
+    assert [(e.outcome, e.details["method"]) for e in audit.events] == [
+        ("ok", "GET"),
+        ("ok", "CONNECT"),
+        ("denied", "GET"),
+    ]

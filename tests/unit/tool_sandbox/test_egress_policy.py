@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import pytest
+from agentflow_tool_sandbox.egress_policy import (
+    ALLOWED,
+    DENIED_HOST,
+    DENIED_INVALID_HOST,
+    DENIED_IP_LITERAL,
+    DENIED_PORT,
+    HostPort,
+    allow_list,
+    decide,
+    normalize_host,
+)
+from agentflow_tool_sandbox.egress_request import BadRequest, parse_head, split_authority
+
+ALLOW = allow_list([("API.example.com.", 443), ("127.0.0.1", 8080), ("[::1]", 8443)])
+
+
+def test_allow_list_is_normalised() -> None:
+    assert {HostPort("api.example.com", 443), HostPort("127.0.0.1", 8080), HostPort("::1", 8443)} == ALLOW
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "reason"),
+    [
+        ("api.example.com", 443, ALLOWED),
+        ("Api.Example.Com.", 443, ALLOWED),
+        ("127.0.0.1", 8080, ALLOWED),
+        ("[::1]", 8443, ALLOWED),
+        ("0:0::1", 8443, ALLOWED),  # the same IPv6 literal, written differently
+        ("api.example.com", 80, DENIED_PORT),
+        ("127.0.0.1", 22, DENIED_PORT),
+        ("example.com", 443, DENIED_HOST),  # no suffix or parent matching
+        ("x.api.example.com", 443, DENIED_HOST),
+        ("api.example.com.evil.net", 443, DENIED_HOST),
+        ("10.0.0.1", 443, DENIED_IP_LITERAL),
+        ("169.254.169.254", 80, DENIED_IP_LITERAL),
+        ("127.1", 8080, DENIED_IP_LITERAL),  # what inet_aton reads as 127.0.0.1: never resolved
+        ("2130706433", 8080, DENIED_IP_LITERAL),
+        ("0x7f000001", 8080, DENIED_IP_LITERAL),
+        ("api.example.com\r\nX: y", 443, DENIED_INVALID_HOST),
+        ("under_score.example.com", 443, DENIED_INVALID_HOST),
+        ("", 443, DENIED_INVALID_HOST),
+        ("api.example.com", 0, DENIED_INVALID_HOST),
+        ("api.example.com", 70000, DENIED_INVALID_HOST),
+    ],
+)
+def test_decide(host: str, port: int, reason: str) -> None:
+    assert decide(ALLOW, host, port).reason == reason
+
+
+def test_nothing_is_allowed_by_an_empty_list() -> None:
+    assert not decide(frozenset(), "api.example.com", 443).allowed
+
+
+@pytest.mark.parametrize("entry", [("bad host", 443), ("ok.example.com", 0), ("ok.example.com", 65536)])
+def test_allow_list_rejects_invalid_entries(entry: tuple[str, int]) -> None:
+    with pytest.raises(ValueError, match="egress"):
+        allow_list([entry])
+
+
+def test_normalize_host() -> None:
+    assert normalize_host("[2001:DB8::1]") == "2001:db8::1"
+    assert normalize_host("a-b.example.") == "a-b.example"
+    assert normalize_host("-bad.example") is None
+    assert normalize_host("x" * 300) is None
+
+
+def test_connect_request() -> None:
+    request = parse_head(b"CONNECT api.example.com:443 HTTP/1.1\r\nHost: api.example.com:443\r\n\r\n")
+    assert (request.method, request.host, request.port, request.tunnel) == (
+        "CONNECT",
+        "api.example.com",
+        443,
+        True,
+    )
+
+
+def test_absolute_form_is_rewritten_to_origin_form_without_proxy_headers() -> None:
+    head = (
+        b"GET http://127.0.0.1:8080/a/b?c=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+        b"Proxy-Authorization: Basic eA==\r\nProxy-Connection: keep-alive\r\nAccept: */*\r\n\r\n"
+    )
+    request = parse_head(head)
+    assert (request.host, request.port, request.tunnel) == ("127.0.0.1", 8080, False)
+    assert request.upstream_head == (
+        b"GET /a/b?c=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    )
+    assert parse_head(b"GET http://example.com HTTP/1.0\r\n\r\n").port == 80
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /relative HTTP/1.1\r\n\r\n",  # origin form: not a proxy request
+        b"GET https://example.com/ HTTP/1.1\r\n\r\n",  # https goes through CONNECT
+        b"CONNECT example.com HTTP/1.1\r\n\r\n",  # no port
+        b"CONNECT example.com:99999 HTTP/1.1\r\n\r\n",
+        b"CONNECT ::1:443 HTTP/1.1\r\n\r\n",  # IPv6 without brackets
+        b"GET http://user:pw@example.com/ HTTP/1.1\r\n\r\n",
+        b"hello\r\n\r\n",
+        b"GET http://example.com/ HTTP/1.1\r\nno colon here\r\n\r\n",
+    ],
+)
+def test_bad_requests(head: bytes) -> None:
+    with pytest.raises(BadRequest):
+        parse_head(head)
+
+
+def test_split_authority() -> None:
+    assert split_authority("[::1]:443", default_port=None) == ("::1", 443)
+    assert split_authority("example.com", default_port=80) == ("example.com", 80)
