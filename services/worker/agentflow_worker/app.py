@@ -67,10 +67,11 @@ class WorkerService:
         self.settings = settings
         self.db = Database.for_service(settings, self.name)
         self.scheduler: Scheduler | None = None
+        self.store: RunStore | None = None
 
     async def start(self, server: grpc.aio.Server, runtime: Runtime) -> None:
         await self.db.create_all(metadata)
-        store = RunStore(self.db)
+        store = self.store = RunStore(self.db)
         hub = EventHub()
         planner = workflows_pb2_grpc.WorkflowServiceStub(runtime.channels.get("planner"))
 
@@ -99,6 +100,8 @@ class WorkerService:
     async def stop(self) -> None:
         if self.scheduler is not None:
             await self.scheduler.stop()
+        if self.store is not None:
+            await self.store.close()
         await self.db.dispose()
 
 

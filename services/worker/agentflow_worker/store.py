@@ -9,9 +9,9 @@ from typing import Any
 from agentflow_runtime.db import Database
 from agentflow_runtime.protojson import utcnow
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from agentflow_worker.journal import DuplicateRun, RunWrite, open_journal
 from agentflow_worker.model import (
     Event,
     EventType,
@@ -29,49 +29,57 @@ class RunStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.journal = open_journal(db)
+
+    async def close(self) -> None:
+        """Close the journal's own connection(s) (the Database is the caller's to dispose)."""
+        await self.journal.close()
 
     # -- runs -------------------------------------------------------------------------------
-    async def create(self, run: RunRecord, request_id: str | None) -> tuple[RunRecord, bool]:
-        """Insert a run, its pending steps and RUN_CREATED; (existing, False) on a repeated request."""
+    async def create(
+        self, run: RunRecord, request_id: str | None, *, lease: tuple[str, float] | None = None
+    ) -> tuple[RunRecord, bool]:
+        """Insert a run, its pending steps and RUN_CREATED; (existing, False) on a repeated request.
+
+        With `lease` (owner, seconds) the run is inserted already claimed by that owner (the worker that
+        takes the StartRun executes the run itself: no separate claim transaction).
+        """
         created = Event(run.run_id, 1, EventType.RUN_CREATED, "", RunState.PENDING, {}, run.create_time)
+        row: dict[str, Any] = {
+            "run_id": run.run_id,
+            "tenant": run.tenant,
+            "workflow": run.workflow,
+            "workflow_version": run.workflow_version,
+            "plan_hash": run.plan_hash,
+            "plan": run.plan.to_json(),
+            "state": run.state.value,
+            "input": run.input,
+            "labels": run.labels,
+            "budget": run.budget,
+            "request_id": request_id,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "last_seq": 1,
+            "cancel_requested": False,
+            "create_time": run.create_time,
+        }
+        if lease is not None:
+            row["lease_owner"] = lease[0]
+            row["lease_expires"] = utcnow() + timedelta(seconds=lease[1])
+        step_rows = [
+            {
+                "run_id": run.run_id,
+                "step_id": s.id,
+                "position": i,
+                "kind": s.kind,
+                "state": StepState.PENDING.value,
+                "attempts": 0,
+            }
+            for i, s in enumerate(run.plan.steps)
+        ]
         try:
-            async with self.db.begin() as conn:
-                await conn.execute(
-                    runs.insert().values(
-                        run_id=run.run_id,
-                        tenant=run.tenant,
-                        workflow=run.workflow,
-                        workflow_version=run.workflow_version,
-                        plan_hash=run.plan_hash,
-                        plan=run.plan.to_json(),
-                        state=run.state.value,
-                        input=run.input,
-                        labels=run.labels,
-                        budget=run.budget,
-                        request_id=request_id,
-                        input_tokens=0,
-                        output_tokens=0,
-                        last_seq=1,
-                        cancel_requested=False,
-                        create_time=run.create_time,
-                    )
-                )
-                await conn.execute(
-                    steps.insert(),
-                    [
-                        {
-                            "run_id": run.run_id,
-                            "step_id": s.id,
-                            "position": i,
-                            "kind": s.kind,
-                            "state": StepState.PENDING.value,
-                            "attempts": 0,
-                        }
-                        for i, s in enumerate(run.plan.steps)
-                    ],
-                )
-                await _insert_events(conn, [created])
-        except IntegrityError:
+            await self.journal.insert(row, step_rows, created)
+        except DuplicateRun:
             if request_id is None:
                 raise
             existing = await self.find_by_request(run.tenant, request_id)
@@ -194,29 +202,33 @@ class RunStore:
         run_values: dict[str, Any] | None = None,
         step_values: dict[str, dict[str, Any]] | None = None,
         add_tokens: tuple[int, int] = (0, 0),
+        lease_seconds: float | None = None,
+        release: bool = False,
     ) -> bool:
-        """Write events and the changes they record in one transaction; False if the lease is lost."""
-        async with self.db.begin() as conn:
-            values: dict[str, Any] = dict(run_values or {})
-            if new_events:
-                values["last_seq"] = new_events[-1].seq
-            if add_tokens != (0, 0):
-                values["input_tokens"] = runs.c.input_tokens + add_tokens[0]
-                values["output_tokens"] = runs.c.output_tokens + add_tokens[1]
-            result = await conn.execute(
-                update(runs).where(runs.c.run_id == run_id, runs.c.lease_owner == owner).values(**values)
-            )
-            if result.rowcount != 1:
-                return False
-            for step_id, changes in (step_values or {}).items():
-                await conn.execute(
-                    update(steps)
-                    .where(steps.c.run_id == run_id, steps.c.step_id == step_id)
-                    .values(**changes)
-                )
-            if new_events:
-                await _insert_events(conn, new_events)
-            return True
+        """Write events and the changes they record in one transaction; False if the lease is lost.
+
+        The lease is checked in the runs UPDATE itself (`lease_owner = owner AND lease_expires > now`).
+        `lease_seconds` renews the lease in the same statement (transitions are the heartbeat of a run
+        whose steps are short); `release` gives it up (the run's final transition).
+        """
+        now = utcnow()
+        values: dict[str, Any] = dict(run_values or {})
+        if new_events:
+            values["last_seq"] = new_events[-1].seq
+        if release:
+            values["lease_owner"] = None
+            values["lease_expires"] = None
+        elif lease_seconds is not None:
+            values["lease_expires"] = now + timedelta(seconds=lease_seconds)
+        increments = tuple(
+            (column, amount)
+            for column, amount in (("input_tokens", add_tokens[0]), ("output_tokens", add_tokens[1]))
+            if amount
+        )
+        if not values and not increments:
+            increments = (("last_seq", 0),)  # nothing to change: the UPDATE still checks the lease
+        change = RunWrite(run_id, owner, now, values, increments, dict(step_values or {}), new_events)
+        return await self.journal.write(change) is not None
 
     async def release(self, run_id: str, owner: str) -> None:
         async with self.db.begin() as conn:
@@ -228,14 +240,7 @@ class RunStore:
 
     # -- events -----------------------------------------------------------------------------
     async def events_after(self, run_id: str, after_seq: int, limit: int = 500) -> list[Event]:
-        query = (
-            select(events)
-            .where(and_(events.c.run_id == run_id, events.c.seq > after_seq))
-            .order_by(events.c.seq)
-            .limit(limit)
-        )
-        async with self.db.connect() as conn:
-            return [_event(r._mapping) for r in (await conn.execute(query)).all()]
+        return await self.journal.events_after(run_id, after_seq, limit)
 
     async def step_events(self, run_id: str, step_id: str, types: Sequence[EventType]) -> list[Event]:
         """A step's events of the given types, in order (an agent step's journal of turns)."""
@@ -263,34 +268,12 @@ class RunStore:
         return {r.step_id: r.data["input_digest"] for r in rows if (r.data or {}).get("input_digest")}
 
     async def run_state(self, run_id: str) -> tuple[RunState, int] | None:
-        async with self.db.connect() as conn:
-            row = (
-                await conn.execute(select(runs.c.state, runs.c.last_seq).where(runs.c.run_id == run_id))
-            ).first()
-            return None if row is None else (RunState(row.state), int(row.last_seq))
+        return await self.journal.run_state(run_id)
 
     async def count_runs(self, tenant: str) -> int:
         async with self.db.connect() as conn:
             value = await conn.scalar(select(func.count()).select_from(runs).where(runs.c.tenant == tenant))
             return int(value or 0)
-
-
-async def _insert_events(conn: AsyncConnection, batch: Sequence[Event]) -> None:
-    await conn.execute(
-        events.insert(),
-        [
-            {
-                "run_id": e.run_id,
-                "seq": e.seq,
-                "type": e.type.value,
-                "step_id": e.step_id,
-                "run_state": e.run_state.value,
-                "data": e.data,
-                "create_time": e.create_time,
-            }
-            for e in batch
-        ],
-    )
 
 
 async def _with_steps(conn: AsyncConnection, run: RunRecord) -> RunRecord:

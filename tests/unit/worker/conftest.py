@@ -61,8 +61,10 @@ def db(request: pytest.FixtureRequest) -> Database:
 
 
 @pytest.fixture
-def store(db: Database) -> RunStore:
-    return RunStore(db)
+async def store(db: Database) -> AsyncIterator[RunStore]:
+    run_store = RunStore(db)
+    yield run_store
+    await run_store.close()
 
 
 # -- plans and runs ---------------------------------------------------------------------------
