@@ -27,7 +27,9 @@ from agentflow_worker.agent_calls import AgentCalls, TurnReply, TurnRequest
 from agentflow_worker.agent_conversation import Handoff, handoff_of, opening, result_text, tools_of
 from agentflow_worker.agent_journal import AgentJournal
 from agentflow_worker.calls import Emit, StepFailed, StepResult
-from agentflow_worker.model import Event, EventType, RunRecord, error_json
+from agentflow_worker.gate import ApprovalGate
+from agentflow_worker.model import Event, EventType, RunRecord, StepState, error_json
+from agentflow_worker.policy import GateCall
 
 __all__ = ["AGENT_EVENTS", "AgentLoop", "run_agent_step", "stop_agent_calls"]
 
@@ -45,8 +47,11 @@ async def run_agent_step(
     params: dict[str, Any],
     attempt: int,
     emit: Emit,
+    gate: ApprovalGate | None = None,
 ) -> StepResult:
-    """Run (or resume, from `events`: the step's journaled events) the agent loop of one attempt."""
+    """Run (or resume, from `events`: the step's journaled events) the agent loop of one attempt.
+
+    With a `gate`, each tool call of an agent is checked against the approval policies first."""
     if not isinstance(calls, AgentCalls):
         raise StepFailed(error_json("UNIMPLEMENTED", "agent steps need AgentCalls", "STEP_KIND"))
 
@@ -54,7 +59,7 @@ async def run_agent_step(
         await emit(kind, step_id, data)
 
     journal = AgentJournal(attempt, events, record)
-    return await AgentLoop(calls, run, step_id, params, journal, emit).run()
+    return await AgentLoop(calls, run, step_id, params, journal, emit, gate).run()
 
 
 async def stop_agent_calls(
@@ -110,8 +115,10 @@ class AgentLoop:
         params: dict[str, Any],
         journal: AgentJournal,
         emit: Emit,
+        gate: ApprovalGate | None = None,
     ) -> None:
         self.calls = calls
+        self.gate = gate
         self.run_record = run
         self.step_id = step_id
         self.entry = str(params.get("agent") or "")
@@ -263,6 +270,20 @@ class AgentLoop:
         call's place in the loop. A failed tool is an answer the model reads; a failure of the mesh itself
         (retryable: UNAVAILABLE, DEADLINE_EXCEEDED, ...) fails the step, for its retry policy.
         """
+        if self.gate is not None:
+            # A gated call waits for its ticket (AwaitingApproval parks the step, resumed at this call); a
+            # rejected or expired one is an answer the model reads, like a tool that failed.
+            call = GateCall(
+                kind="tool",
+                workflow=self.run_record.workflow.removeprefix("workflows/"),
+                step_id=self.step_id,
+                tool=tool,
+                agent=agent,
+                arguments=arguments,
+            )
+            denied = await self.gate.check(self.run_record, call, self.call_key(key), StepState.RUNNING)
+            if denied is not None:
+                return _error(str(denied["message"])), True
         params = {"tool": tool, "arguments": arguments}
         try:
             result = await self.calls.execute_tool(

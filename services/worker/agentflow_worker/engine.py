@@ -23,6 +23,7 @@ from agentflow_runtime.protojson import utcnow
 from agentflow_worker.agent import AGENT_EVENTS, run_agent_step, stop_agent_calls
 from agentflow_worker.budget import SPENDING_KINDS, Budget, spent_usd
 from agentflow_worker.calls import StepCalls, StepFailed, StepResult
+from agentflow_worker.gate import ApprovalGate, AwaitingApproval, ParkRequest, step_call
 from agentflow_worker.inputs import input_digest, scope
 from agentflow_worker.model import (
     Event,
@@ -35,6 +36,7 @@ from agentflow_worker.model import (
 )
 from agentflow_worker.retry import RetryPolicy
 from agentflow_worker.store import RunStore
+from agentflow_worker.waiting import park
 
 log = logging.getLogger("agentflow.worker.engine")
 
@@ -58,6 +60,7 @@ class RunEngine:
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
+        gate: ApprovalGate | None = None,
     ) -> None:
         self.store = store
         self.calls = calls
@@ -65,6 +68,7 @@ class RunEngine:
         self._notify = notify
         self._sleep = sleep
         self._rand = rand
+        self.gate = gate
         self._lock = asyncio.Lock()
         self._seq = 0
         self._state = RunState.PENDING
@@ -89,9 +93,11 @@ class RunEngine:
         if failed is not None:
             return await self._finish(run, RunState.FAILED, error=failed.error)
         try:
-            await self._walk(run, outputs)
+            parked = await self._walk(run, outputs)
         except StepFailed as exc:
             return await self._finish(run, RunState.FAILED, error=exc.error)
+        if parked:
+            return await self._park(run, parked)
         try:
             output = self._run_output(run, outputs)
         except templates.TemplateError as exc:
@@ -130,12 +136,14 @@ class RunEngine:
             error=error_json("CANCELLED", reason or "cancelled on request", "RUN_CANCELLED"),
         )
 
-    async def _walk(self, run: RunRecord, outputs: dict[str, Any]) -> None:
+    async def _walk(self, run: RunRecord, outputs: dict[str, Any]) -> list[ParkRequest]:
+        """Run what can run; the calls left waiting for approval (nothing else could go on)."""
         pending = {s.id: s for s in run.plan.steps if s.id not in outputs}
         running: dict[asyncio.Task[StepResult], PlanStep] = {}
         failure: StepFailed | None = None
         spend = _Spend(run)
         skipped = {s.step_id for s in run.steps if s.state is StepState.SKIPPED}
+        parked: list[ParkRequest] = []
         while (pending or running) and failure is None:
             ready = [s for s in pending.values() if all(n in outputs for n in s.needs)]
             while ready:  # a skip can make further steps ready at once
@@ -150,7 +158,7 @@ class RunEngine:
                     outputs[step.id] = None
                 ready = [s for s in pending.values() if all(n in outputs for n in s.needs)]
             if not running:
-                if not pending:
+                if not pending or parked:
                     break
                 raise StepFailed(
                     error_json("FAILED_PRECONDITION", "plan has unreachable steps", "PLAN_STUCK")
@@ -174,6 +182,8 @@ class RunEngine:
                         failure = failure or StepFailed(exhausted)
                 elif isinstance(exc, StepFailed):
                     failure = failure or exc
+                elif isinstance(exc, AwaitingApproval):
+                    parked.append(exc.request)
                 else:
                     # Lease lost or a crash: no sibling call may outlive this walk.
                     for other in running:
@@ -188,6 +198,7 @@ class RunEngine:
                     raise result
         if failure is not None:
             raise failure
+        return parked
 
     async def _skip_reason(
         self, run: RunRecord, step: PlanStep, outputs: dict[str, Any], skipped: set[str]
@@ -230,6 +241,8 @@ class RunEngine:
         attempt = attempts if resumed else attempts + 1
         policy = RetryPolicy.from_params(step.params.get("retry"))
         while True:
+            if not resumed:
+                await self._gate_step(run, step, outputs, attempt)
             values: dict[str, Any] = {"state": StepState.RUNNING.value, "attempts": attempt}
             if not resumed:
                 values["start_time"] = utcnow()
@@ -254,7 +267,7 @@ class RunEngine:
                     continue
                 await self._step_failed(run, step, exc.error, attempt)
                 raise
-            except LeaseLost:
+            except (LeaseLost, AwaitingApproval):
                 raise
             except Exception as exc:
                 # A bug, not an outcome: journal it as a failure so the run ends instead of being
@@ -330,10 +343,41 @@ class RunEngine:
             return await self.calls.memory(run, step.id, params, emit, attempt=attempt)
         if step.kind == "agent":
             journal = await self.store.step_events(run.run_id, step.id, AGENT_EVENTS)
-            return await run_agent_step(self.calls, journal, run, step.id, params, attempt, emit)
+            return await run_agent_step(self.calls, journal, run, step.id, params, attempt, emit, self.gate)
         raise StepFailed(
             error_json("UNIMPLEMENTED", f"step kind {step.kind!r} is not executable", "STEP_KIND")
         )
+
+    async def _gate_step(self, run: RunRecord, step: PlanStep, outputs: dict[str, Any], attempt: int) -> None:
+        """Before an attempt starts: AwaitingApproval if a policy gates it and its ticket is not decided; a
+        rejected (or expired) ticket fails the step, never retried."""
+        if self.gate is None or not self.gate.policies:
+            return
+        try:
+            params = templates.render(step.params, scope(run, outputs))
+        except templates.TemplateError:
+            return  # the attempt fails on the same template, journaled
+        call = step_call(run, step, params)
+        if call is None:
+            return
+        key = f"{run.run_id}/{step.id}/{attempt}"
+        error = await self.gate.check(run, call, key, StepState.PENDING)
+        if error is not None:
+            await self._step_failed(run, step, error, attempt)
+            raise StepFailed(error)
+
+    async def _park(self, run: RunRecord, requests: list[ParkRequest]) -> RunState:
+        """Tickets, WAITING states, events and the lease's release: one transaction (`waiting.park`)."""
+        async with self._lock:
+            parked = await park(self.store, run, self.owner, self._seq, requests)
+            if parked is None:
+                raise LeaseLost(run.run_id)
+            self._seq = parked.events[-1].seq
+            self._state = RunState.WAITING
+        if self.gate is not None:
+            self.gate.parked(run, parked.tickets)
+        await self._notify(run.run_id)
+        return RunState.WAITING
 
     async def _stop_call(self, run: RunRecord, step: PlanStep, params: dict[str, Any], attempt: int) -> None:
         try:

@@ -14,6 +14,8 @@ class RunState(enum.StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    WAITING = "WAITING"
+    """Paused for approval tickets: no worker holds it, nothing claims it until they are decided."""
 
     @property
     def final(self) -> bool:
@@ -26,6 +28,7 @@ class StepState(enum.StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     SKIPPED = "SKIPPED"
+    WAITING = "WAITING"
 
 
 class EventType(enum.StrEnum):
@@ -42,6 +45,8 @@ class EventType(enum.StrEnum):
     RUN_CANCELLED = "RUN_CANCELLED"
     AGENT_TURN = "AGENT_TURN"
     AGENT_HANDOFF = "AGENT_HANDOFF"
+    APPROVAL_REQUESTED = "APPROVAL_REQUESTED"
+    APPROVAL_DECIDED = "APPROVAL_DECIDED"
 
 
 @dataclass(frozen=True)

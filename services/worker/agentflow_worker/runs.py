@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from agentflow_runtime import context
 from agentflow_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from agentflow_runtime.names import RUN_ID, WORKFLOW_ID
 from agentflow_runtime.protojson import utcnow
@@ -17,6 +18,7 @@ from agentflow_worker.model import Event, Plan, RunRecord, RunState
 from agentflow_worker.replay import ReplayReport, replay
 from agentflow_worker.scheduler import Scheduler
 from agentflow_worker.store import RunStore
+from agentflow_worker.waiting import cancel_waiting
 
 _RUN_NAME = re.compile(rf"runs/({RUN_ID.pattern})")
 _WORKFLOW_NAME = re.compile(rf"workflows/{WORKFLOW_ID.pattern}")
@@ -98,6 +100,12 @@ class Runs:
                 reason="RUN_FINISHED",
                 metadata={"run": name, "state": run.state.value},
             )
+        # Nobody holds a waiting run: it is cancelled here, in one transaction (its open tickets close).
+        if run.state is RunState.WAITING and await cancel_waiting(
+            self.store.db, run, reason, context.current().principal
+        ):
+            await self.hub.notify(run.run_id)
+            return await self.get(tenant, name)
         await self.store.request_cancel(run.run_id, reason)
         # An unclaimed run is cancelled here and now; a running one by its lease owner's heartbeat.
         await self.scheduler.submit(run.run_id)

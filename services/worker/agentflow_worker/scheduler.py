@@ -20,6 +20,7 @@ from agentflow_runtime import logs
 
 from agentflow_worker.calls import StepCalls
 from agentflow_worker.engine import LeaseLost, RunEngine
+from agentflow_worker.gate import ApprovalGate
 from agentflow_worker.model import RunState
 from agentflow_worker.store import RunStore
 
@@ -39,6 +40,7 @@ class Scheduler:
         poll_seconds: float = 1.0,
         concurrency: int = 64,
         on_finish: Callable[[str, RunState], None] | None = None,
+        gate: ApprovalGate | None = None,
     ) -> None:
         self.store = store
         self.calls = calls
@@ -50,6 +52,7 @@ class Scheduler:
         self.poll_seconds = poll_seconds
         self.concurrency = concurrency
         self.on_finish = on_finish
+        self.gate = gate
         self.active: dict[str, asyncio.Task[None]] = {}
         self._poller: asyncio.Task[None] | None = None
 
@@ -94,7 +97,7 @@ class Scheduler:
 
     async def _execute(self, run_id: str) -> None:
         token = logs.run_id_var.set(run_id)
-        engine = RunEngine(self.store, self.calls, self.owner, self.notify)
+        engine = RunEngine(self.store, self.calls, self.owner, self.notify, gate=self.gate)
         heartbeat: asyncio.Task[None] | None = None
         try:
             run = await self.store.get(run_id)

@@ -88,7 +88,9 @@ class ApprovalServicer(approvals_pb2_grpc.ApprovalServiceServicer):
         size = clamp_page_size(request.page_size)
         offset = decode_token(request.page_token)
         state = "" if request.state == 0 else approvals_pb2.ApprovalState.Name(request.state).split("_")[-1]
-        found = await self.approvals.list_tickets(context.current().tenant, offset, size + 1, state)
+        found = await self.approvals.list_tickets(
+            context.current().tenant, offset, size + 1, state, request.run
+        )
         reply = approvals_pb2.ListApprovalsResponse(approvals=[_approval_pb(a) for a in found[:size]])
         if len(found) > size:
             reply.next_page_token = encode_token(offset + size)
@@ -102,9 +104,24 @@ class ApprovalServicer(approvals_pb2_grpc.ApprovalServiceServicer):
             call.tenant, call.role, call.principal, request.name, request.approve, request.comment
         )
         self.audit.record(
-            "approval.decide", request.name, details={"approve": request.approve, "comment": request.comment}
+            "approval.decide",
+            request.name,
+            details={
+                "approve": request.approve,
+                "comment": request.comment,
+                "run": f"runs/{ticket['run_id']}",
+                "rule": ticket["rule"],
+                "role": call.role,
+            },
         )
         return _approval_pb(ticket)
+
+
+_EXPIRY = {
+    "fail": approvals_pb2.EXPIRY_ACTION_FAIL,
+    "approve": approvals_pb2.EXPIRY_ACTION_APPROVE,
+    "reject": approvals_pb2.EXPIRY_ACTION_REJECT,
+}
 
 
 def _approval_pb(row: dict[str, Any]) -> approvals_pb2.Approval:
@@ -117,6 +134,9 @@ def _approval_pb(row: dict[str, Any]) -> approvals_pb2.Approval:
         decided_by=row["decided_by"] or "",
         comment=row["comment"] or "",
         create_time=timestamp(row["create_time"]),
+        rule=row.get("rule") or "",
+        approver_roles=list(row.get("approver_roles") or []),
+        on_expiry=_EXPIRY.get(str(row.get("on_expiry")), approvals_pb2.EXPIRY_ACTION_FAIL),
     )
     if row["expire_time"]:
         message.expire_time.CopyFrom(timestamp(row["expire_time"]))

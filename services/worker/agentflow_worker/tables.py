@@ -90,5 +90,12 @@ approvals = Table(
     Column("create_time", UtcDateTime(), nullable=False),
     Column("expire_time", UtcDateTime()),
     Column("decide_time", UtcDateTime()),
+    Column("call_key", String(512), nullable=False),
+    Column("rule", String(256), nullable=False, default=""),
+    Column("approver_roles", JSON, nullable=False),
+    Column("on_expiry", String(16), nullable=False, default="fail"),
+    Column("resume_state", String(16), nullable=False, default="PENDING"),
+    UniqueConstraint("run_id", "call_key", name="uq_approvals_call"),
     Index("ix_approvals_tenant_created", "tenant", "create_time"),
+    Index("ix_approvals_expiring", "state", "expire_time"),
 )

@@ -11,18 +11,25 @@ from agentflow_runtime.db import Database
 from agentflow_runtime.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from agentflow_runtime.protojson import utcnow
 from agentflow_worker.approvals import Approvals
-from agentflow_worker.tables import approvals
+from agentflow_worker.store import RunStore
+from agentflow_worker.tables import approvals, runs
+from sqlalchemy import update
+
+from .conftest import create_run, plan_of, step
 
 
 async def insert_ticket(db: Database, tenant: str = "acme", expires_in: float | None = 3600) -> str:
+    """A pending ticket holding a WAITING run of its own."""
+    run = await create_run(RunStore(db), plan_of(step("deploy")), tenant=tenant)
     approval_id = uuid.uuid4().hex
     now = utcnow()
     async with db.begin() as conn:
+        await conn.execute(update(runs).where(runs.c.run_id == run.run_id).values(state="WAITING"))
         await conn.execute(
             approvals.insert().values(
                 approval_id=approval_id,
                 tenant=tenant,
-                run_id="run-1",
+                run_id=run.run_id,
                 step_id="deploy",
                 state="PENDING",
                 request={"tool": "deploy", "why": "ship it"},
@@ -30,6 +37,11 @@ async def insert_ticket(db: Database, tenant: str = "acme", expires_in: float | 
                 comment="",
                 create_time=now,
                 expire_time=None if expires_in is None else now + timedelta(seconds=expires_in),
+                call_key=f"{run.run_id}/deploy/1",
+                rule="ops/deploys",
+                approver_roles=["admin", "developer"],
+                on_expiry="fail",
+                resume_state="PENDING",
             )
         )
     return f"approvals/{approval_id}"

@@ -33,6 +33,8 @@ class _ExpiryActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExpiryAc
     """The step fails (DEADLINE_EXCEEDED, reason APPROVAL_EXPIRED)."""
     EXPIRY_ACTION_APPROVE: _ExpiryAction.ValueType  # 2
     """The step runs as if approved."""
+    EXPIRY_ACTION_REJECT: _ExpiryAction.ValueType  # 3
+    """The step fails as if rejected (PERMISSION_DENIED, reason APPROVAL_EXPIRED)."""
 
 class ExpiryAction(_ExpiryAction, metaclass=_ExpiryActionEnumTypeWrapper):
     """ExpiryAction says what an expired ticket does to the step that waits for it."""
@@ -43,6 +45,8 @@ EXPIRY_ACTION_FAIL: ExpiryAction.ValueType  # 1
 """The step fails (DEADLINE_EXCEEDED, reason APPROVAL_EXPIRED)."""
 EXPIRY_ACTION_APPROVE: ExpiryAction.ValueType  # 2
 """The step runs as if approved."""
+EXPIRY_ACTION_REJECT: ExpiryAction.ValueType  # 3
+"""The step fails as if rejected (PERMISSION_DENIED, reason APPROVAL_EXPIRED)."""
 Global___ExpiryAction: _TypeAlias = ExpiryAction  # noqa: Y015
 
 class _ApprovalState:
