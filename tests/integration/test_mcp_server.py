@@ -7,12 +7,15 @@ tools the caller's tenant and role may use. Imported tools come from a real MCP 
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from agentflow_cli.tokens import dev_token
 from agentflow_runtime.settings import Settings
@@ -222,3 +225,66 @@ async def test_runs_start_and_are_watched_to_the_end(edge: str, settings: Settin
     events = [log.data for log in logs if log.logger == "agentflow.run"]
     assert [e["type"] for e in events if isinstance(e, dict)][-1] == "RUN_EVENT_TYPE_RUN_SUCCEEDED", events
     assert steps and all(message for _, message in steps)
+
+
+async def test_cancelling_a_call_stops_the_tool(edge: str, settings: Settings) -> None:
+    """`notifications/cancelled` for a running tool call ends it in the sandbox (audited as cancelled)."""
+    tenant = unique("cancel-")
+    developer = auth(dev_token(settings, subject="dora", tenant=tenant, role="developer"))
+    accept = {"Accept": "application/json, text/event-stream"}
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": types.LATEST_PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"},
+        },
+    }
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60, read=120)) as client:
+        opened = await client.post(f"{edge}/mcp", json=initialize, headers={**accept, **developer})
+        assert opened.status_code == 200, opened.text
+        headers = {
+            **accept,
+            **developer,
+            "Mcp-Session-Id": opened.headers["mcp-session-id"],
+            "Mcp-Protocol-Version": types.LATEST_PROTOCOL_VERSION,
+        }
+        initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        assert (await client.post(f"{edge}/mcp", json=initialized, headers=headers)).status_code == 202
+        call = {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "tools/call",
+            "params": {"name": "ticker", "arguments": {"count": 1000, "interval": 0.2}},
+        }
+        frames: list[dict[str, Any]] = []
+        async with client.stream("POST", f"{edge}/mcp", json=call, headers=headers) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            async for line in stream.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                frames.append(orjson.loads(line[5:]))
+                if len(frames) == 1:  # the tool is running: its first line arrived
+                    assert frames[0]["method"] == "notifications/message", frames
+                    cancel = {
+                        "jsonrpc": "2.0",
+                        "method": "notifications/cancelled",
+                        "params": {"requestId": 7, "reason": "enough"},
+                    }
+                    sent = await client.post(f"{edge}/mcp", json=cancel, headers=headers)
+                    assert sent.status_code == 202, sent.text
+                if "id" in frames[-1]:
+                    break
+    assert frames[-1]["id"] == 7 and "error" in frames[-1], frames[-1]
+    ticks = [f for f in frames if f.get("method") == "notifications/message"]
+    assert len(ticks) < 1000
+    admin = dev_token(settings, tenant=tenant, role="admin")
+    deadline = time.monotonic() + 90
+    while True:  # other tests run the ticker too; this tenant's call is the one (the sink sends in batches)
+        mine = [e for e in audit_events(edge, admin, "tools/ticker", 1) if e["tenant"] == tenant]
+        if mine or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert [(e["outcome"], e["principal"]) for e in mine] == [("cancelled", "dora")], mine
