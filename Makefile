@@ -18,14 +18,25 @@ MYPY_TARGETS := $(wildcard libs/agentflow_*) $(wildcard services/*/agentflow_*) 
 VENDORED_API := annotations http field_behavior resource client launch_stage
 VENDORED_RPC := status error_details code
 
-.PHONY: help venv install protos check-generated lint typecheck test run bench certs ci vendor-protos
+.PHONY: help venv install bubblewrap protos check-generated lint typecheck test run bench certs ci vendor-protos
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 venv: install ## Same as install
 
-install: $(PY_STAMP) $(NODE_STAMP) ## Create .venv and node_modules (only when their inputs changed)
+install: $(PY_STAMP) $(NODE_STAMP) bubblewrap ## Create .venv and node_modules (only when their inputs changed)
+
+# The tool sandbox's default backend. Installed with apt-get when missing and running as root; else a clear stop.
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap || \
+	      { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap; }; \
+	  else \
+	    echo "error: bubblewrap (bwrap) is needed by the tool sandbox: install it (apt-get install bubblewrap," \
+	      "dnf install bubblewrap, ...) or run UNSAFE without isolation with AF_SANDBOX_BACKEND=process" >&2; exit 1; \
+	  fi; }
 
 $(PY):
 	@test -n "$(PYTHON)" || { echo "error: python3.11 or python3 is needed on PATH" >&2; exit 1; }

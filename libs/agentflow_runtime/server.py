@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import grpc
@@ -31,6 +31,9 @@ class Runtime:
     settings: Settings
     channels: Channels
     audit: AuditSink
+    not_serving: set[str] = field(default_factory=set)
+    """Protobuf services the service found it cannot serve while starting (they, and the server as a
+    whole, report NOT_SERVING; e.g. the tool sandbox when it cannot isolate)."""
 
 
 class Service(Protocol):
@@ -79,8 +82,15 @@ class RunningService:
         self.runtime.audit.start()
         if self.settings.metrics_enabled:
             metrics.serve_metrics(self.settings.host, self.settings.metrics_port(self.service.name))
+        failing = self.runtime.not_serving
         for name in ("", *self.service.service_names):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            serving = name not in failing and not (name == "" and failing)
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if serving
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            await self.health.set(name, status)
         log.info("serving", extra={"fields": {"address": address, "services": list(names)}})
 
     async def stop(self) -> None:

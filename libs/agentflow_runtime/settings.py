@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         1.0, gt=0, description="How often a worker looks for runs to claim (new or orphaned)"
     )
     metrics_enabled: bool = True
+    sandbox_backend: Literal["bwrap", "process"] = Field(
+        "bwrap",
+        description="tool sandbox: `bwrap` (isolated, default) or `process` (UNSAFE, development only)",
+    )
+    sandbox_bwrap: str = Field("bwrap", description="the bubblewrap executable the tool sandbox runs")
     tracing: bool = Field(True, description="OpenTelemetry spans on every RPC (server and client)")
 
     @classmethod

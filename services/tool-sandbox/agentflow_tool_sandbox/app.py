@@ -10,15 +10,18 @@ from agentflow_runtime.db import Database
 from agentflow_runtime.server import Runtime
 from agentflow_runtime.settings import Settings
 
+from agentflow_tool_sandbox.backend import Runner
+from agentflow_tool_sandbox.bwrap import BwrapConfig, BwrapRunner, bwrap_path
 from agentflow_tool_sandbox.catalog import load_catalog
 from agentflow_tool_sandbox.executions import Executions
-from agentflow_tool_sandbox.executor import ProcessBackendConfig, ProcessRunner
+from agentflow_tool_sandbox.executor import UNSAFE_WARNING, ProcessBackendConfig, ProcessRunner
 from agentflow_tool_sandbox.mcp import store as mcp_store
 from agentflow_tool_sandbox.mcp.bridge_servicer import McpBridgeServicer
 from agentflow_tool_sandbox.mcp.catalog import load_servers
 from agentflow_tool_sandbox.mcp.servers import McpServers
 from agentflow_tool_sandbox.mcp.servicer import McpServerServicer
 from agentflow_tool_sandbox.mcp.stdio_launch import LaunchConfig
+from agentflow_tool_sandbox.probe import probe
 from agentflow_tool_sandbox.registry import Registry
 from agentflow_tool_sandbox.servicer import ToolServicer
 from agentflow_tool_sandbox.store import ExecutionStore, ToolStore, metadata
@@ -50,7 +53,9 @@ class ToolSandboxService:
         mcp_catalog = load_servers(self._settings.catalog_dir / "mcp")
         await self._db.create_all(metadata)
         await self._db.create_all(mcp_store.metadata)
-        runner = ProcessRunner(ProcessBackendConfig(scratch_root=self._settings.data_dir / "tool-scratch"))
+        runner = await self._runner()
+        if runner.name == "bwrap" and isinstance(runner, BwrapRunner) and runner.unavailable is not None:
+            runtime.not_serving.add(tools_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name)
         launch = LaunchConfig(scratch_root=self._settings.data_dir / "mcp-scratch")
         mcp = self._mcp = McpServers(mcp_store.McpStore(self._db.engine), mcp_catalog, launch)
         registry = Registry(ToolStore(self._db.engine), catalog, imported=mcp)
@@ -62,6 +67,26 @@ class ToolSandboxService:
             McpBridgeServicer(registry, tools.ExecuteTool), server
         )
         mcp.start()
+
+    async def _runner(self) -> Runner:
+        """The sandbox backend: bubblewrap, probed (fails closed); the process backend only on request."""
+        settings = self._settings
+        if settings.sandbox_backend == "process":
+            log.warning(UNSAFE_WARNING)
+            config = ProcessBackendConfig(scratch_root=settings.data_dir / "tool-scratch", warn=True)
+            return ProcessRunner(config)
+        found = bwrap_path(settings.sandbox_bwrap)
+        runner = BwrapRunner(BwrapConfig(bwrap=found or settings.sandbox_bwrap))
+        problem: str | None
+        if found is None:
+            problem = f"bubblewrap ({settings.sandbox_bwrap!r}) is not installed: run `make install`"
+            log.error(
+                "sandbox unavailable: refusing to execute tools", extra={"fields": {"problem": problem}}
+            )
+        else:
+            problem = await probe(runner)
+        runner.mark_available(problem)
+        return runner
 
     async def stop(self) -> None:
         if self._executions is not None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from agentflow_tool_sandbox.spec import ORIGIN_CATALOG, Limits, ProcessSpec, ToolSpec
+from agentflow_tool_sandbox.spec import ORIGIN_CATALOG, Limits, Permissions, ProcessSpec, ToolSpec
 from agentflow_tool_sandbox.validation import Violation, validate_tool
 
 TOOL_DIR_PLACEHOLDER = "{tool_dir}"
@@ -82,6 +82,7 @@ def parse_tool(document: Any, *, tool_dir: Path) -> tuple[ToolSpec | None, list[
         input_schema=dict(schema),
         process=process,
         limits=limits,
+        permissions=Permissions(read_only_paths=(str(tool_dir),)),
         origin=ORIGIN_CATALOG,
     )
     problems.extend(validate_tool(spec, id_field="id"))

@@ -153,7 +153,9 @@ class Executions:
         """The tool's events: a call to its MCP server for an imported tool, else its process."""
         if tool.mcp is not None and self.mcp is not None:
             return self.mcp.execute(tool, arguments)
-        return self.runner.execute(tool.process, tool.limits, arguments)
+        return self.runner.execute(
+            tool.process, tool.limits, arguments, permissions=tool.permissions, tool_id=tool.tool_id
+        )
 
     async def close(self, grace: float) -> None:
         """On shutdown: let running keyed executions finish for up to `grace` seconds, then kill the rest.

@@ -16,8 +16,11 @@ EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
 
 
-def spawn(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    """Start `argv` in a new session (its own process group) with piped stdio and only `env`.
+def spawn(
+    argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, pass_fds: Sequence[int] = ()
+) -> subprocess.Popen[bytes]:
+    """Start `argv` in a new session (its own process group) with piped stdio, only `env`, and no open
+    file descriptor but stdio and `pass_fds`.
 
     No Python code runs in the child between fork and exec. The caller reaps it with `reap` (not through
     Popen), which is what gives per-process usage.
@@ -31,6 +34,7 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> subproce
         env=dict(env),
         start_new_session=True,
         close_fds=True,
+        pass_fds=tuple(pass_fds),
     )
 
 

@@ -20,11 +20,13 @@ DEFAULT_WALL_TIME_SECONDS = 30.0
 DEFAULT_CPU_SECONDS = 10
 DEFAULT_MEMORY_BYTES = 512 * 1024 * 1024
 DEFAULT_OUTPUT_BYTES = 1024 * 1024
+DEFAULT_MAX_PROCESSES = 32
 
 MAX_WALL_TIME_SECONDS = 3600.0
 MAX_CPU_SECONDS = 3600
 MAX_MEMORY_BYTES = 16 * 1024 * 1024 * 1024
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024
+MAX_PROCESSES = 4096
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class Limits:
     cpu_seconds: int = DEFAULT_CPU_SECONDS
     memory_bytes: int = DEFAULT_MEMORY_BYTES
     output_bytes: int = DEFAULT_OUTPUT_BYTES
+    max_processes: int = DEFAULT_MAX_PROCESSES
+    """Processes and threads the tool may have at once (RLIMIT_NPROC of its own sandbox uid)."""
 
     def with_defaults(self) -> Limits:
         """These limits with every unset (zero) field replaced by its default."""
@@ -43,7 +47,34 @@ class Limits:
             cpu_seconds=self.cpu_seconds or DEFAULT_CPU_SECONDS,
             memory_bytes=self.memory_bytes or DEFAULT_MEMORY_BYTES,
             output_bytes=self.output_bytes or DEFAULT_OUTPUT_BYTES,
+            max_processes=self.max_processes or DEFAULT_MAX_PROCESSES,
         )
+
+
+@dataclass(frozen=True)
+class EgressRule:
+    """One allowed network destination: a host name (or IP literal) and a TCP port."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """What a tool may reach besides its own workdir; empty (the default) grants nothing.
+
+    Paths are host paths, bound at the same place inside the sandbox. `env` names variables of the
+    service's environment passed through to the tool (values from `ProcessSpec.env` are always set).
+    """
+
+    egress: tuple[EgressRule, ...] = ()
+    read_only_paths: tuple[str, ...] = ()
+    writable_paths: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+
+
+NO_PERMISSIONS = Permissions()
+"""The default profile permissions: nothing beyond the tool's own workdir."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +111,8 @@ class ToolSpec:
     input_schema: Mapping[str, Any]
     process: ProcessSpec
     limits: Limits = Limits()
+    permissions: Permissions = Permissions()
+    """The rest of the execution profile (deny by default)."""
     origin: str = ORIGIN_API
     create_time: datetime | None = None
     mcp: McpBinding | None = None

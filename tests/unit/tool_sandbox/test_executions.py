@@ -12,7 +12,7 @@ from agentflow_tool_sandbox.arguments import args_digest
 from agentflow_tool_sandbox.events import Chunk, Event, Result, Stream
 from agentflow_tool_sandbox.executions import Executions
 from agentflow_tool_sandbox.executor import ProcessRunner
-from agentflow_tool_sandbox.spec import Limits, ProcessSpec, ToolSpec
+from agentflow_tool_sandbox.spec import NO_PERMISSIONS, Limits, Permissions, ProcessSpec, ToolSpec
 from agentflow_tool_sandbox.store import RUNNING, ExecutionStore, Marker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -26,11 +26,21 @@ class CountingRunner:
         self.inner = inner
         self.runs = 0
 
+    name = "counting"
+
     async def execute(
-        self, spec: ProcessSpec, limits: Limits, arguments: Mapping[str, Any]
+        self,
+        spec: ProcessSpec,
+        limits: Limits,
+        arguments: Mapping[str, Any],
+        *,
+        permissions: Permissions = NO_PERMISSIONS,
+        tool_id: str = "",
     ) -> AsyncGenerator[Event, None]:
         self.runs += 1
-        async for event in self.inner.execute(spec, limits, arguments):
+        async for event in self.inner.execute(
+            spec, limits, arguments, permissions=permissions, tool_id=tool_id
+        ):
             yield event
 
 

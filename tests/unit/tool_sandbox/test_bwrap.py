@@ -1,0 +1,175 @@
+"""The bubblewrap backend, for real: every test starts actual bwrap sandboxes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from agentflow_tool_sandbox.bwrap import BwrapConfig, BwrapRunner
+from agentflow_tool_sandbox.denials import EGRESS_UNAVAILABLE, SANDBOX_UNAVAILABLE, SandboxDenied
+from agentflow_tool_sandbox.network import CallInfo, Mount, NetworkAccess
+from agentflow_tool_sandbox.probe import probe
+from agentflow_tool_sandbox.spec import EgressRule, Permissions
+
+from .conftest import collect, limits, python_tool
+
+
+@pytest.fixture
+async def sandbox() -> BwrapRunner:
+    runner = BwrapRunner(BwrapConfig(host_env={"AF_TEST_PASSED": "yes", "AF_TEST_SECRET": "s3cret"}))
+    runner.mark_available(await probe(runner))
+    assert runner.unavailable is None, runner.unavailable
+    return runner
+
+
+async def test_a_tool_runs_unprivileged_in_its_own_namespaces(sandbox: BwrapRunner) -> None:
+    tool = python_tool("""
+        import json, os, socket
+        print(json.dumps({
+            "uid": os.getuid(),
+            "pids": [p for p in os.listdir("/proc") if p.isdigit()],
+            "interfaces": [n for _, n in socket.if_nameindex()],
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+            "root": sorted(os.listdir("/")),
+        }))
+    """)
+    _, result = await collect(sandbox.execute(tool, limits(), {}))
+    assert result.exit_code == 0, result.stderr
+    seen = result.output
+    assert seen["uid"] != 0
+    assert len(seen["pids"]) <= 4  # bwrap's pid 1, the watching launcher, the tool
+    assert seen["interfaces"] == ["lo"]
+    assert seen["cwd"] == "/sandbox/work"
+    assert "AF_TEST_PASSED" not in seen["env"] and "AF_TEST_SECRET" not in seen["env"]
+    assert {"var", "srv", "mnt"}.isdisjoint(seen["root"])  # the host's other top-level directories
+    assert result.usage.cpu_seconds > 0 and result.usage.max_rss_bytes > 0
+
+
+async def test_only_named_host_variables_pass(sandbox: BwrapRunner) -> None:
+    tool = python_tool("import json, os; print(json.dumps(dict(os.environ)))", FROM_SPEC="1")
+    permissions = Permissions(env=("AF_TEST_PASSED", "AF_TEST_UNSET"))
+    _, result = await collect(sandbox.execute(tool, limits(), {}, permissions=permissions))
+    env = result.output
+    assert env["AF_TEST_PASSED"] == "yes" and env["FROM_SPEC"] == "1"
+    assert "AF_TEST_SECRET" not in env and "AF_TEST_UNSET" not in env
+
+
+async def test_host_paths_are_invisible_unless_granted(sandbox: BwrapRunner, tmp_path: Path) -> None:
+    readable = tmp_path / "readable"
+    readable.mkdir()
+    (readable / "data.txt").write_text("granted")
+    hidden = tmp_path / "hidden.txt"
+    hidden.write_text("not granted")
+    tool = python_tool("""
+        import json, os, sys
+        paths = json.load(sys.stdin)
+        out = {"hidden": os.path.exists(paths["hidden"])}
+        out["read"] = open(paths["readable"]).read()
+        try:
+            open(paths["readable"] + ".new", "w")
+            out["wrote_readonly"] = True
+        except OSError as exc:
+            out["wrote_readonly"] = exc.strerror
+        print(json.dumps(out))
+    """)
+    permissions = Permissions(read_only_paths=(str(readable),))
+    arguments = {"hidden": str(hidden), "readable": str(readable / "data.txt")}
+    _, result = await collect(sandbox.execute(tool, limits(), arguments, permissions=permissions))
+    assert result.output == {"hidden": False, "read": "granted", "wrote_readonly": "Read-only file system"}, (
+        result.stderr
+    )
+
+
+async def test_a_writable_path_is_writable(sandbox: BwrapRunner, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    tool = python_tool("import sys, json; open(json.load(sys.stdin)['f'], 'w').write('from the tool')")
+    permissions = Permissions(writable_paths=(str(shared),))
+    _, result = await collect(
+        sandbox.execute(tool, limits(), {"f": str(shared / "out")}, permissions=permissions)
+    )
+    assert result.exit_code == 0, result.stderr
+    assert (shared / "out").read_text() == "from the tool"
+
+
+async def test_process_count_is_capped(sandbox: BwrapRunner) -> None:
+    tool = python_tool("""
+        import os, time
+        children = 0
+        try:
+            for _ in range(50):
+                if os.fork() == 0:
+                    time.sleep(5)
+                    os._exit(0)
+                children += 1
+        except BlockingIOError:
+            print(children)
+    """)
+    _, result = await collect(sandbox.execute(tool, limits(max_processes=4), {}))
+    assert result.exit_code == 0, result.stderr
+    assert int(result.output) < 4
+
+
+async def test_egress_without_a_provider_is_denied(sandbox: BwrapRunner) -> None:
+    permissions = Permissions(egress=(EgressRule("example.com", 443),))
+    with pytest.raises(SandboxDenied) as denied:
+        await collect(sandbox.execute(python_tool("print(1)"), limits(), {}, permissions=permissions))
+    assert denied.value.reason == EGRESS_UNAVAILABLE
+
+
+class FakeEgress:
+    """An egress provider that binds a host directory in and sets a variable: checks the hook's plumbing."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.calls: list[tuple[CallInfo, Sequence[EgressRule]]] = []
+        self.open = 0
+
+    @asynccontextmanager
+    async def attach(self, call: CallInfo, rules: Sequence[EgressRule]) -> AsyncIterator[NetworkAccess]:
+        self.calls.append((call, rules))
+        self.open += 1
+        try:
+            yield NetworkAccess(
+                mounts=(Mount(str(self.directory), "/run/egress"),), env={"AF_EGRESS": "/run/egress/sock"}
+            )
+        finally:
+            self.open -= 1
+
+
+async def test_an_egress_provider_plugs_in_mounts_and_env(tmp_path: Path) -> None:
+    (tmp_path / "marker").write_text("proxy here")
+    os.chmod(tmp_path, 0o755)  # the tool's uid must be able to enter it (as it could a real proxy's socket dir)
+    egress = FakeEgress(tmp_path)
+    runner = BwrapRunner(BwrapConfig(egress=egress))
+    runner.mark_available(None)
+    tool = python_tool("import os; print(os.environ['AF_EGRESS'], open('/run/egress/marker').read())")
+    permissions = Permissions(egress=(EgressRule("example.com", 443),))
+    _, result = await collect(runner.execute(tool, limits(), {}, permissions=permissions, tool_id="fetch"))
+    assert result.output == "/run/egress/sock proxy here\n", result.stderr
+    assert egress.calls[0][0].tool_id == "fetch" and egress.calls[0][1] == (EgressRule("example.com", 443),)
+    assert egress.open == 0
+
+
+async def test_an_unprobed_or_failed_sandbox_refuses_to_run() -> None:
+    runner = BwrapRunner(BwrapConfig(bwrap="/nonexistent/bwrap"))
+    with pytest.raises(SandboxDenied) as denied:
+        await collect(runner.execute(python_tool("print(1)"), limits(), {}))
+    assert denied.value.reason == SANDBOX_UNAVAILABLE
+    problem = await probe(runner)
+    assert problem is not None and "/nonexistent/bwrap" in problem
+
+
+async def test_the_probe_rejects_a_sandbox_that_does_not_isolate(tmp_path: Path) -> None:
+    # A "bwrap" that runs the command directly on the host: the probe must notice.
+    fake = tmp_path / "fake-bwrap"
+    fake.write_text('#!/bin/sh\nwhile [ "$1" != "--" ]; do shift; done; shift\nexec "$@"\n')
+    fake.chmod(0o755)
+    runner = BwrapRunner(BwrapConfig(bwrap=str(fake)))
+    problem = await probe(runner)
+    assert problem is not None
