@@ -144,7 +144,7 @@ class FakeEgress:
 
 async def test_an_egress_provider_plugs_in_mounts_and_env(tmp_path: Path) -> None:
     (tmp_path / "marker").write_text("proxy here")
-    os.chmod(tmp_path, 0o755)  # the tool's uid must be able to enter it (as it could a real proxy's socket dir)
+    os.chmod(tmp_path, 0o755)  # the tool's uid must be able to enter it, as a real proxy's socket dir
     egress = FakeEgress(tmp_path)
     runner = BwrapRunner(BwrapConfig(egress=egress))
     runner.mark_available(None)
