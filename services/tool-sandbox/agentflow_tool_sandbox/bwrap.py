@@ -264,7 +264,8 @@ class BwrapRunner:
         launcher = [config.python, "-I", "-S", LAUNCHER, "--env-fd", str(env_fd), "--usage-fd", str(usage_fd)]
         if uid is not None:
             launcher += ["--user", f"{uid}:{uid}"]
-        return [*args, "--", *launcher, *(r.argument() for r in plan), "--", *self.command(spec)]
+        prefix = [arg.replace(PYTHON_PLACEHOLDER, config.python) for arg in network.command_prefix]
+        return [*args, "--", *launcher, *(r.argument() for r in plan), "--", *prefix, *self.command(spec)]
 
 
 class _Mounts:

@@ -3,8 +3,9 @@
 Without egress rules in its profile a tool runs in its own empty network namespace (loopback only). With
 rules, the bubblewrap backend asks the configured `EgressProvider` (the allow-listing egress proxy, in
 `egress.py`) to `attach` for the duration of the call; the provider answers with what to add to the
-sandbox: mounts (typically the proxy's Unix socket), environment variables (e.g. proxy settings) and,
-only if it really needs it, the host network namespace. Without a provider, such a call is denied.
+sandbox: mounts (typically the proxy's Unix socket), environment variables (e.g. proxy settings), a
+command to run before the tool (e.g. a loopback forwarder) and, only if it really needs it, the host
+network namespace. Without a provider, such a call is denied.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class NetworkAccess:
 
     mounts: tuple[Mount, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    command_prefix: tuple[str, ...] = ()
+    """Run first inside the sandbox, as the tool's uid and under its limits, with the tool's argv appended
+    (e.g. a forwarder from the sandbox's loopback to the proxy's socket that then execs the tool);
+    `{python}` is the service's interpreter. Whatever it runs must be bound in through `mounts`."""
     share_host_network: bool = False
     """Keep the host network namespace (discouraged: the provider should rely on a Unix socket)."""
 

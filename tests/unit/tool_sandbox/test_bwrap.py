@@ -136,7 +136,9 @@ class FakeEgress:
         self.open += 1
         try:
             yield NetworkAccess(
-                mounts=(Mount(str(self.directory), "/run/egress"),), env={"AF_EGRESS": "/run/egress/sock"}
+                mounts=(Mount(str(self.directory), "/run/egress"),),
+                env={"AF_EGRESS": "/run/egress/sock"},
+                command_prefix=("/usr/bin/env", "AF_PREFIXED=1"),
             )
         finally:
             self.open -= 1
@@ -148,10 +150,12 @@ async def test_an_egress_provider_plugs_in_mounts_and_env(tmp_path: Path) -> Non
     egress = FakeEgress(tmp_path)
     runner = BwrapRunner(BwrapConfig(egress=egress))
     runner.mark_available(None)
-    tool = python_tool("import os; print(os.environ['AF_EGRESS'], open('/run/egress/marker').read())")
+    tool = python_tool(
+        "import os; print(os.environ['AF_EGRESS'], os.environ['AF_PREFIXED'], open('/run/egress/marker').read())"
+    )
     permissions = Permissions(egress=(EgressRule("example.com", 443),))
     _, result = await collect(runner.execute(tool, limits(), {}, permissions=permissions, tool_id="fetch"))
-    assert result.output == "/run/egress/sock proxy here\n", result.stderr
+    assert result.output == "/run/egress/sock 1 proxy here\n", result.stderr
     assert egress.calls[0][0].tool_id == "fetch" and egress.calls[0][1] == (EgressRule("example.com", 443),)
     assert egress.open == 0
 
