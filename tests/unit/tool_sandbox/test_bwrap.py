@@ -151,7 +151,7 @@ async def test_an_egress_provider_plugs_in_mounts_and_env(tmp_path: Path) -> Non
     runner = BwrapRunner(BwrapConfig(egress=egress))
     runner.mark_available(None)
     tool = python_tool(
-        "import os; env = os.environ; print(env['AF_EGRESS'], env['AF_PREFIXED'], open('/run/egress/marker').read())"
+        "import os; e = os.environ; print(e['AF_EGRESS'], e['AF_PREFIXED'], open('/run/egress/marker').read())"
     )
     permissions = Permissions(egress=(EgressRule("example.com", 443),))
     _, result = await collect(runner.execute(tool, limits(), {}, permissions=permissions, tool_id="fetch"))
