@@ -150,9 +150,10 @@ async def test_an_egress_provider_plugs_in_mounts_and_env(tmp_path: Path) -> Non
     egress = FakeEgress(tmp_path)
     runner = BwrapRunner(BwrapConfig(egress=egress))
     runner.mark_available(None)
-    tool = python_tool(
-        "import os; e = os.environ; print(e['AF_EGRESS'], e['AF_PREFIXED'], open('/run/egress/marker').read())"
-    )
+    tool = python_tool("""
+        import os
+        print(os.environ["AF_EGRESS"], os.environ["AF_PREFIXED"], open("/run/egress/marker").read())
+    """)
     permissions = Permissions(egress=(EgressRule("example.com", 443),))
     _, result = await collect(runner.execute(tool, limits(), {}, permissions=permissions, tool_id="fetch"))
     assert result.output == "/run/egress/sock 1 proxy here\n", result.stderr
