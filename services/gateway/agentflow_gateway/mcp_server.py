@@ -18,12 +18,14 @@ protocol error, and arguments are validated by the sandbox against the registry'
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from agentflow_runtime.errors import AgentFlowError
 from mcp import types
 from mcp.server.lowlevel import Server
+from mcp.server.session import ServerSession
 from mcp.shared.exceptions import McpError
 from starlette.requests import Request
 
@@ -40,12 +42,15 @@ INSTRUCTIONS = (
     "AgentFlow's governed tools: every call runs in the tool-sandbox under its execution profile and is "
     "audited. Run tools start workflow runs and follow them."
 )
-_LEVELS = frozenset(("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"))
+_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+_RANK = {level: rank for rank, level in enumerate(_LEVELS)}
 
 
 def build_server(bridge: McpBridge, runs: RunTools, version: str = "") -> Server[Any, Request]:
     """The low-level MCP server whose handlers relay to the mesh (see the module docstring)."""
     server: Server[Any, Request] = Server(SERVER_NAME, version=version or None, instructions=INSTRUCTIONS)
+    # `logging/setLevel` per session: log messages below it are not sent.
+    thresholds: weakref.WeakKeyDictionary[ServerSession, int] = weakref.WeakKeyDictionary()
 
     async def list_tools(request: types.ListToolsRequest) -> types.ServerResult:
         principal, metadata = _caller(server)
@@ -62,7 +67,7 @@ def build_server(bridge: McpBridge, runs: RunTools, version: str = "") -> Server
     async def call_tool(request: types.CallToolRequest) -> types.ServerResult:
         principal, metadata = _caller(server)
         name, arguments = request.params.name, request.params.arguments or {}
-        report = _reporter(server, request)
+        report = _reporter(server, request, thresholds)
         if runs.permits(principal, name):
             return types.ServerResult(await runs.call(name, arguments, metadata, report))
         message: dict[str, Any] = {
@@ -87,7 +92,8 @@ def build_server(bridge: McpBridge, runs: RunTools, version: str = "") -> Server
         return types.ServerResult(types.CallToolResult.model_validate(reply.get("result") or {}))
 
     async def set_level(request: types.SetLevelRequest) -> types.ServerResult:
-        return types.ServerResult(types.EmptyResult())  # every tool output is sent; clients filter
+        thresholds[server.request_context.session] = _RANK[request.params.level]
+        return types.ServerResult(types.EmptyResult())
 
     server.request_handlers[types.ListToolsRequest] = list_tools
     server.request_handlers[types.CallToolRequest] = call_tool
@@ -109,7 +115,11 @@ def _request_id(server: Server[Any, Request]) -> types.RequestId:
     return server.request_context.request_id
 
 
-def _reporter(server: Server[Any, Request], request: types.CallToolRequest) -> Reporter:
+def _reporter(
+    server: Server[Any, Request],
+    request: types.CallToolRequest,
+    thresholds: weakref.WeakKeyDictionary[ServerSession, int],
+) -> Reporter:
     """Notifications about `request`, sent on its own response stream."""
     ctx = server.request_context
     session, request_id = ctx.session, ctx.request_id
@@ -117,7 +127,9 @@ def _reporter(server: Server[Any, Request], request: types.CallToolRequest) -> R
     token = meta.progressToken if meta is not None else None
 
     async def log(data: Any, level: Any = "info", logger: Any = "agentflow.run") -> None:
-        level = level if level in _LEVELS else "info"
+        level = level if level in _RANK else "info"
+        if _RANK[level] < thresholds.get(session, 0):
+            return
         name = logger if isinstance(logger, str) else None
         await session.send_log_message(level, data, name, related_request_id=request_id)
 

@@ -277,3 +277,14 @@ async def test_an_unreachable_sandbox_is_an_internal_error(
     frames = await rpc(edge, session, "tools/list", {})
     assert frames[-1]["error"]["code"] == types.INTERNAL_ERROR
     assert frames[-1]["error"]["message"].startswith("UNAVAILABLE")
+
+
+async def test_set_level_filters_the_log_messages_of_the_session(edge: httpx.AsyncClient) -> None:
+    session = await open_session(edge)
+    assert (await rpc(edge, session, "logging/setLevel", {"level": "warning"}))[-1]["result"] == {}
+    params = {"name": "word-count", "arguments": {"text": "a b"}, "_meta": {"progressToken": "p"}}
+    frames = await rpc(edge, session, "tools/call", params, rid=2)
+    assert [f.get("method") for f in frames] == ["notifications/progress", None]  # the info line is dropped
+    other = await open_session(edge)  # another session keeps the default
+    frames = await rpc(edge, other, "tools/call", params, rid=2)
+    assert [f.get("method") for f in frames] == ["notifications/message", "notifications/progress", None]
