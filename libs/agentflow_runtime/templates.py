@@ -69,6 +69,7 @@ __all__ = [
     "rewrite_paths",
     "to_text",
     "truthy",
+    "whole_expression",
 ]
 
 _OPEN: Final = "{{"
@@ -453,6 +454,12 @@ def _parse(text: str) -> _Template:
 def parse_expression(text: str) -> Node:
     """Parses the body of one `{{ ... }}` (without the braces); raises `TemplateError` on a syntax error."""
     return _Parser(text, 0).expression()
+
+
+def whole_expression(text: str) -> Node | None:
+    """The expression when `text` is exactly one `{{ expr }}` (outer whitespace allowed), else None; raises
+    `TemplateError` on a syntax error."""
+    return _parse(text).whole if _OPEN in text else None
 
 
 def is_template(text: str) -> bool:

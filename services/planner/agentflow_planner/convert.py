@@ -20,6 +20,7 @@ _KINDS = {
     StepKind.TOOL: workflows_pb2.STEP_KIND_TOOL,
     StepKind.MEMORY: workflows_pb2.STEP_KIND_MEMORY,
     StepKind.AGENT: workflows_pb2.STEP_KIND_AGENT,
+    StepKind.VALUE: workflows_pb2.STEP_KIND_VALUE,
 }
 
 

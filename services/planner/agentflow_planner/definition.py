@@ -5,7 +5,7 @@ A definition is a YAML or JSON document (or the equivalent dict)::
     id: research-note            # required; lowercase letters, digits, '-'; the default workflow id
     display_name: Research note  # optional
     description: ...             # optional
-    kind: dag                    # optional: dag (default) | sequential
+    kind: dag                    # optional: dag (default) | sequential | fsm (see fsm.py) | bt (see bt.py)
     input:                       # optional, JSON-Schema-like description of the run input
       type: object
       properties:
@@ -13,13 +13,15 @@ A definition is a YAML or JSON document (or the equivalent dict)::
       required: [topic]
     steps:                       # required, non-empty
       - id: draft                # required; lowercase letters, digits, '_' or '-'; unique
-        kind: model              # required: model | tool | memory
+        kind: model              # required: model | tool | memory | agent | value
         needs: []                # optional: ids of steps that must finish first
         description: ...         # optional
         prompt: "Write about {{ input.topic }}"   # kind parameters, see step_params
     output:                      # optional; any value, strings may be templates
       text: "{{ steps.draft.output.text }}"
 
+fsm and bt definitions replace `steps` with their own fields; each kind's front end validates them and
+yields plan steps (`StepDefinition`), so every kind compiles to the same plan graph.
 `sequential` is a dag in which, when no step declares `needs`, each step needs the previous one.
 Templates (`{{ expr }}`, see `agentflow_runtime.templates`) may read `input.<field>` and the steps upstream
 of where they appear (transitive `needs`); the output may read any step.
@@ -41,7 +43,8 @@ from typing import Any
 import yaml
 from agentflow_runtime.names import WORKFLOW_ID
 
-from . import graph
+from . import bt, fsm, graph
+from .step_definition import StepDefinition
 from .step_params import COMMON_FIELDS, StepKind, normalize_params
 from .template_checks import check_templates
 from .violations import DefinitionError, Violation, Violations
@@ -57,20 +60,15 @@ __all__ = [
 ]
 
 STEP_ID = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-WORKFLOW_KINDS = ("dag", "sequential")
-_TOP_FIELDS = frozenset({"id", "display_name", "description", "kind", "input", "steps", "output"})
+WORKFLOW_KINDS = ("dag", "sequential", "fsm", "bt")
+_COMMON_TOP = frozenset({"id", "display_name", "description", "kind", "input", "output"})
+_KIND_TOP = {
+    "dag": frozenset({"steps"}),
+    "sequential": frozenset({"steps"}),
+    "fsm": frozenset({"states", "initial", "terminal", "max_transitions"}),
+    "bt": frozenset({"root"}),
+}
 _INPUT_TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array", "null"})
-
-
-@dataclass(frozen=True)
-class StepDefinition:
-    """One validated step; `params` are normalised (see `step_params`), `needs` include implicit ones."""
-
-    id: str
-    kind: StepKind
-    needs: tuple[str, ...]
-    params: dict[str, Any]
-    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -225,9 +223,6 @@ def check_definition(
     if data is None:
         return None, problems
     out = Violations()
-    for key in data:
-        if key not in _TOP_FIELDS:
-            out.add(key, f"unknown field (allowed: {', '.join(sorted(_TOP_FIELDS))})")
     workflow_id = data.get("id")
     if workflow_id is None:
         out.add("id", "is required")
@@ -239,8 +234,36 @@ def check_definition(
     if kind not in WORKFLOW_KINDS:
         out.add("kind", f"unknown workflow kind {kind!r} (known: {', '.join(WORKFLOW_KINDS)})")
         kind = "dag"
+    allowed = _COMMON_TOP | _KIND_TOP[kind]
+    for key in data:
+        if key not in allowed:
+            out.add(key, f"unknown field for a `{kind}` workflow (allowed: {', '.join(sorted(allowed))})")
     input_fields = _input_fields(data.get("input"), out)
+    front_end = {"fsm": fsm.compile_states, "bt": bt.compile_tree}.get(kind, _dag_steps)
+    parsed, output_scope = front_end(data, kind, out, input_fields)
+    check_templates(
+        data.get("output"), "output", out, upstream=None, input_fields=input_fields, **output_scope
+    )
 
+    if out:
+        return None, out.items
+    definition = WorkflowDefinition(
+        id=str(workflow_id),
+        display_name=display_name,
+        description=description,
+        kind=str(kind),
+        input_schema=data.get("input"),
+        steps=tuple(parsed),
+        output=data.get("output"),
+        document=json.loads(json.dumps(data)),
+    )
+    return definition, []
+
+
+def _dag_steps(
+    data: Mapping[str, Any], kind: str, out: Violations, input_fields: set[str] | None
+) -> tuple[list[StepDefinition], dict[str, Any]]:
+    """The steps of a dag (or sequential) workflow, and what its output may read."""
     steps = data.get("steps")
     if not isinstance(steps, list) or not steps:
         out.add("steps", "is required: a non-empty list of steps")
@@ -272,23 +295,7 @@ def check_definition(
             parsed.append(
                 StepDefinition(step_id, StepKind(step_kind), tuple(needs[step_id]), params, str(desc))
             )
-    check_templates(
-        data.get("output"), "output", out, known_steps=known, upstream=None, input_fields=input_fields
-    )
-
-    if out:
-        return None, out.items
-    definition = WorkflowDefinition(
-        id=str(workflow_id),
-        display_name=display_name,
-        description=description,
-        kind=str(kind),
-        input_schema=data.get("input"),
-        steps=tuple(parsed),
-        output=data.get("output"),
-        document=json.loads(json.dumps(data)),
-    )
-    return definition, []
+    return parsed, {"known_steps": known}
 
 
 def parse_definition(source: str | Mapping[str, Any]) -> WorkflowDefinition:

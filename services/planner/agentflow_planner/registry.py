@@ -21,7 +21,9 @@ from .definition import WorkflowDefinition, check_definition
 from .version_cache import VersionCache
 from .violations import Violation
 
-__all__ = ["Validation", "WorkflowRegistry", "parse_workflow_name"]
+__all__ = ["UPDATABLE_FIELDS", "Validation", "WorkflowRegistry", "parse_workflow_name"]
+
+UPDATABLE_FIELDS = frozenset({"source", "definition", "display_name", "description"})
 
 log = logging.getLogger("agentflow.planner")
 
@@ -78,6 +80,69 @@ class WorkflowRegistry:
         self._cache = cache or VersionCache()
         self.agents = agents or AgentCatalog()
 
+    def _checked(self, source: str | Mapping[str, Any] | None) -> WorkflowDefinition:
+        checked = validate(source, self.agents)
+        if checked.definition is None:
+            violations = [(v.field, v.description) for v in checked.violations]
+            first = checked.violations[0]
+            raise InvalidArgument(
+                f"invalid workflow definition: {first.field}: {first.description}",
+                reason="INVALID_WORKFLOW",
+                violations=violations,
+            )
+        return checked.definition
+
+    async def update(
+        self,
+        tenant: str,
+        workflow_id: str,
+        source: str | Mapping[str, Any] | None,
+        *,
+        display_name: str = "",
+        description: str = "",
+        mask: frozenset[str] = frozenset(),
+    ) -> store.StoredWorkflow:
+        """Stores a new version of a workflow (`mask`: the fields to change; empty: every field given).
+
+        A new definition is validated and compiled like on create (InvalidArgument lists every violation);
+        without one, the latest definition is kept (and recompiled, so the new version pins today's agent
+        definitions). Earlier versions stay as they were.
+        """
+        unknown = sorted(mask - UPDATABLE_FIELDS)
+        if unknown:
+            raise InvalidArgument(
+                f"cannot update {', '.join(unknown)}",
+                violations=[("update_mask", f"unknown or read-only field {name!r}") for name in unknown],
+            )
+        if ("source" in mask or "definition" in mask) and not source:
+            raise InvalidArgument(
+                "the update mask names the definition but none was given",
+                violations=[("workflow.source", "give the new definition as `source` or `definition`")],
+            )
+        async with self._db.connect() as conn:
+            current = await store.get_workflow(conn, tenant=tenant, workflow_id=workflow_id)
+        new_definition = source if source and (not mask or mask & {"source", "definition"}) else None
+        definition = self._checked(new_definition or current.definition)
+        if not mask:
+            display_name = display_name or current.display_name
+            description = description or current.description
+        else:
+            display_name = display_name if "display_name" in mask else current.display_name
+            description = description if "description" in mask else current.description
+        plan = compile_plan(definition, version=current.version + 1, workflow_id=workflow_id)
+        async with self._db.begin() as conn:
+            record = await store.add_version(
+                conn,
+                current,
+                display_name=display_name,
+                description=description,
+                definition=definition.document,
+                plan=plan.to_dict(),
+                plan_hash=plan.plan_hash,
+            )
+        self._cache.put(record, latest=True)
+        return record
+
     async def create(
         self,
         tenant: str,
@@ -88,16 +153,7 @@ class WorkflowRegistry:
         description: str = "",
     ) -> store.StoredWorkflow:
         """Stores version 1 of a new workflow; InvalidArgument lists every violation."""
-        checked = validate(source, self.agents)
-        if checked.definition is None:
-            violations = [(v.field, v.description) for v in checked.violations]
-            first = checked.violations[0]
-            raise InvalidArgument(
-                f"invalid workflow definition: {first.field}: {first.description}",
-                reason="INVALID_WORKFLOW",
-                violations=violations,
-            )
-        definition = checked.definition
+        definition = self._checked(source)
         workflow_id = workflow_id or definition.id
         if not WORKFLOW_ID.fullmatch(workflow_id):
             raise InvalidArgument(

@@ -45,6 +45,23 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
         return workflow_to_proto(record)
 
     @override
+    async def UpdateWorkflow(
+        self, request: workflows_pb2.UpdateWorkflowRequest, context_: Ctx
+    ) -> workflows_pb2.Workflow:
+        workflow_id = parse_workflow_name(request.workflow.name)
+        record = await self._registry.update(
+            context.current().tenant,
+            workflow_id,
+            source_of(request.workflow),
+            display_name=request.workflow.display_name,
+            description=request.workflow.description,
+            mask=frozenset(request.update_mask.paths),
+        )
+        details = {"plan_hash": record.plan_hash, "version": str(record.version)}
+        self._audit.record("workflow.update", f"workflows/{workflow_id}", details=details)
+        return workflow_to_proto(record)
+
+    @override
     async def GetWorkflow(
         self, request: workflows_pb2.GetWorkflowRequest, context_: Ctx
     ) -> workflows_pb2.Workflow:

@@ -13,6 +13,9 @@ memory  `op`: put | query | get | erase, then per op:
         (`memory_id` names the memory, `memories/{memory_id}`; the step's own `id` is its step id.)
 agent   `agent` (an agent of `catalog/agents/`), `input` (template): the first user message. Normalised to
         `{agent, input}`; the planner then pins the agent definitions it reaches (`agents.pin`).
+value   a pure step, no call: `value` (any JSON, strings may be templates) is its output; optional `require`
+        (a boolean or template) fails the step (FAILED_PRECONDITION) when false, with `message`. The fsm and
+        bt compilers build their routing and composite nodes from value steps.
 
 Integer parameters accept a whole `{{ ... }}` template in place of a number.
 """
@@ -29,7 +32,11 @@ from .violations import Violations
 
 __all__ = ["COMMON_FIELDS", "RETRY_FIELDS", "StepKind", "normalize_params"]
 
-COMMON_FIELDS = frozenset({"id", "kind", "needs", "description", "timeout_seconds", "retry", "when"})
+COMMON_FIELDS = frozenset(
+    {"id", "kind", "needs", "description", "timeout_seconds", "retry", "when", "on_error", "join"}
+)
+ON_ERROR = ("fail", "continue")
+JOINS = ("all", "any")
 RETRY_FIELDS = frozenset(
     {"max_attempts", "initial_backoff_seconds", "max_backoff_seconds", "multiplier", "jitter", "retry_on"}
 )
@@ -75,6 +82,7 @@ class StepKind(StrEnum):
     TOOL = "tool"
     MEMORY = "memory"
     AGENT = "agent"
+    VALUE = "value"
 
 
 def _is_whole_template(value: Any) -> bool:
@@ -199,6 +207,20 @@ def _agent(params: Mapping[str, Any], path: str, out: Violations) -> dict[str, A
     return {"agent": name, "input": params.get("input")}
 
 
+def _value(params: Mapping[str, Any], path: str, out: Violations) -> dict[str, Any]:
+    _unknown(params, frozenset({"value", "require", "message"}), path, "value", out)
+    result: dict[str, Any] = {"value": params.get("value")}
+    if "require" in params:
+        require = params["require"]
+        if isinstance(require, bool) or (isinstance(require, str) and require.strip()):
+            result["require"] = require
+        else:
+            out.add(f"{path}.require", "must be a boolean or a non-empty template")
+    if "message" in params and _string(params["message"], f"{path}.message", out):
+        result["message"] = params["message"]
+    return result
+
+
 def _number(value: Any, field: str, out: Violations, low: float, high: float, *, open_low: bool) -> bool:
     ok = not isinstance(value, bool) and isinstance(value, int | float)
     if ok:
@@ -272,6 +294,7 @@ _NORMALIZERS: dict[StepKind, Callable[[Mapping[str, Any], str, Violations], dict
     StepKind.TOOL: _tool,
     StepKind.MEMORY: _memory,
     StepKind.AGENT: _agent,
+    StepKind.VALUE: _value,
 }
 
 
@@ -280,9 +303,19 @@ def normalize_params(kind: StepKind, step: Mapping[str, Any], path: str, out: Vi
 
     `timeout_seconds`, valid on every kind, bounds each attempt of the step's call, and `retry` (see
     `_retry`) says how failed attempts are retried; `when` (a boolean or a template evaluated when the
-    step's needs are met) skips the step when false. All three travel with the params.
+    step's needs are met) skips the step when false. All three travel with the params, and so do:
+    `on_error: continue` (a failure settles the step as FAILED, with `steps.<id>.status` and `.error` in the
+    scope of later steps, instead of failing the run) and `join: any` (the step is skipped only when every
+    need was skipped, instead of when any was).
     """
     params = _NORMALIZERS[kind](step, path, out)
+    for key, allowed, default in (("on_error", ON_ERROR, "fail"), ("join", JOINS, "all")):
+        if key not in step:
+            continue
+        if step[key] not in allowed:
+            out.add(f"{path}.{key}", f"must be one of {', '.join(allowed)}")
+        elif step[key] != default:
+            params[key] = step[key]
     if "when" in step:
         when = step["when"]
         if isinstance(when, bool) or (isinstance(when, str) and when.strip()):

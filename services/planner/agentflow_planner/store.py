@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from agentflow_runtime.db import UtcDateTime
-from agentflow_runtime.errors import AlreadyExists, NotFound
+from agentflow_runtime.errors import Aborted, AlreadyExists, NotFound
 from agentflow_runtime.protojson import utcnow
 from sqlalchemy import (
     JSON,
@@ -24,7 +24,15 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["StoredWorkflow", "create_workflow", "get_workflow", "list_workflows", "metadata", "workflows"]
+__all__ = [
+    "StoredWorkflow",
+    "add_version",
+    "create_workflow",
+    "get_workflow",
+    "list_workflows",
+    "metadata",
+    "workflows",
+]
 
 metadata = MetaData()
 
@@ -105,6 +113,40 @@ async def create_workflow(
         await conn.execute(workflows.insert().values(**record.__dict__))
     except IntegrityError as exc:
         raise AlreadyExists(f"workflow {workflow_id!r} already exists") from exc
+    return record
+
+
+async def add_version(
+    conn: AsyncConnection,
+    current: StoredWorkflow,
+    *,
+    display_name: str,
+    description: str,
+    definition: dict[str, Any],
+    plan: dict[str, Any],
+    plan_hash: str,
+) -> StoredWorkflow:
+    """Stores the version after `current` (which must still be the latest); Aborted when another update
+    stored it first (the caller may read the new latest and retry)."""
+    record = StoredWorkflow(
+        current.tenant,
+        current.workflow_id,
+        current.version + 1,
+        display_name,
+        description,
+        definition,
+        plan,
+        plan_hash,
+        current.create_time,
+        utcnow(),
+    )
+    try:
+        await conn.execute(workflows.insert().values(**record.__dict__))
+    except IntegrityError as exc:
+        raise Aborted(
+            f"workflow {current.workflow_id!r} was updated concurrently (version {record.version} exists)",
+            metadata={"workflow": f"workflows/{current.workflow_id}"},
+        ) from exc
     return record
 
 

@@ -34,6 +34,7 @@ _KINDS = {
     workflows_pb2.STEP_KIND_TOOL: "tool",
     workflows_pb2.STEP_KIND_MEMORY: "memory",
     workflows_pb2.STEP_KIND_AGENT: "agent",
+    workflows_pb2.STEP_KIND_VALUE: "value",
 }
 
 

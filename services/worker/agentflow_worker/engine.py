@@ -24,7 +24,7 @@ from agentflow_worker.agent import AGENT_EVENTS, run_agent_step, stop_agent_call
 from agentflow_worker.budget import SPENDING_KINDS, Budget, spent_usd
 from agentflow_worker.calls import StepCalls, StepFailed, StepResult
 from agentflow_worker.gate import ApprovalGate, AwaitingApproval, ParkRequest, step_call
-from agentflow_worker.inputs import input_digest, scope
+from agentflow_worker.inputs import input_digest, scope, tolerated_failures
 from agentflow_worker.model import (
     Event,
     EventType,
@@ -36,6 +36,7 @@ from agentflow_worker.model import (
 )
 from agentflow_worker.retry import RetryPolicy
 from agentflow_worker.store import RunStore
+from agentflow_worker.value_step import run_value_step
 from agentflow_worker.waiting import park
 
 log = logging.getLogger("agentflow.worker.engine")
@@ -85,11 +86,17 @@ class RunEngine:
                 run_values={"state": RunState.RUNNING.value},
                 new_state=RunState.RUNNING,
             )
-        # Skipped steps (a false `when`) are settled too: their output is null.
+        # Skipped steps (a false `when`) are settled too: their output is null; so are failed steps whose
+        # plan says `on_error: continue`.
+        tolerated = tolerated_failures(run)
         outputs = {
-            s.step_id: s.output for s in run.steps if s.state in (StepState.SUCCEEDED, StepState.SKIPPED)
+            s.step_id: s.output
+            for s in run.steps
+            if s.state in (StepState.SUCCEEDED, StepState.SKIPPED) or s.step_id in tolerated
         }
-        failed = next((s for s in run.steps if s.state is StepState.FAILED), None)
+        failed = next(
+            (s for s in run.steps if s.state is StepState.FAILED and s.step_id not in tolerated), None
+        )
         if failed is not None:
             return await self._finish(run, RunState.FAILED, error=failed.error)
         try:
@@ -181,7 +188,7 @@ class RunEngine:
                         # Clean stop: no further step starts; in-flight ones finish and are journaled.
                         failure = failure or StepFailed(exhausted)
                 elif isinstance(exc, StepFailed):
-                    failure = failure or exc
+                    failure = failure or _unless_tolerated(run, step, exc, outputs)
                 elif isinstance(exc, AwaitingApproval):
                     parked.append(exc.request)
                 else:
@@ -205,7 +212,7 @@ class RunEngine:
     ) -> str | None:
         """Why a ready step does not run (a skipped need, a false `when`), or None when it runs."""
         gone = sorted(n for n in step.needs if n in skipped)
-        if gone:
+        if gone and (step.params.get("join") != "any" or len(gone) == len(step.needs)):
             return f"needs skipped step {gone[0]}"
         if "when" not in step.params:
             return None
@@ -344,6 +351,8 @@ class RunEngine:
         if step.kind == "agent":
             journal = await self.store.step_events(run.run_id, step.id, AGENT_EVENTS)
             return await run_agent_step(self.calls, journal, run, step.id, params, attempt, emit, self.gate)
+        if step.kind == "value":
+            return run_value_step(step.id, params)
         raise StepFailed(
             error_json("UNIMPLEMENTED", f"step kind {step.kind!r} is not executable", "STEP_KIND")
         )
@@ -524,6 +533,20 @@ class _Spend:
             max_cost_usd=f"{budget.max_cost_usd:.6f}",
             max_tokens=str(budget.max_tokens),
         )
+
+
+def _unless_tolerated(
+    run: RunRecord, step: PlanStep, exc: StepFailed, outputs: dict[str, Any]
+) -> StepFailed | None:
+    """None when the step's plan says `on_error: continue`: the failure settles the step (FAILED, its error
+    in the scope of later steps) instead of failing the run; else the failure."""
+    if step.params.get("on_error") != "continue":
+        return exc
+    outputs[step.id] = None
+    for record in run.steps:
+        if record.step_id == step.id:
+            record.error = exc.error
+    return None
 
 
 def _finished_steps(run: RunRecord) -> set[str]:

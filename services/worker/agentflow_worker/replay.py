@@ -15,7 +15,7 @@ from typing import Any
 
 from agentflow_runtime import templates
 
-from agentflow_worker.inputs import input_digest, scope
+from agentflow_worker.inputs import input_digest, scope, tolerated_failures
 from agentflow_worker.model import Plan, RunRecord, StepState
 
 
@@ -51,8 +51,11 @@ class ReplayReport:
 def replay(run: RunRecord, plan: Plan, digests: Mapping[str, str]) -> ReplayReport:
     """`digests`: the journaled `input_digest` of each step that succeeded."""
     journaled = {s.id: s for s in run.plan.steps}
+    tolerated = tolerated_failures(run)
     outputs: dict[str, Any] = {
-        r.step_id: r.output for r in run.steps if r.state in (StepState.SUCCEEDED, StepState.SKIPPED)
+        r.step_id: r.output
+        for r in run.steps
+        if r.state in (StepState.SUCCEEDED, StepState.SKIPPED) or r.step_id in tolerated
     }
     verdicts: list[StepVerdict] = []
     for step in plan.steps:

@@ -13,8 +13,9 @@ from agentflow_planner.store import metadata
 from agentflow_runtime import context
 from agentflow_runtime.audit import AuditSink
 from agentflow_runtime.db import Database
-from agentflow_runtime.errors import InvalidArgument
+from agentflow_runtime.errors import InvalidArgument, NotFound
 from agentflow_runtime.protojson import dict_from_struct, py_from_value, struct_from_dict
+from google.protobuf import field_mask_pb2
 
 NO_CONTEXT: Any = None
 DEMO = (Path(__file__).resolve().parents[3] / "catalog" / "workflows" / "demo.yaml").read_text()
@@ -82,3 +83,71 @@ async def test_validate_reports_violations_without_raising(servicer: WorkflowSer
     with pytest.raises(InvalidArgument) as info:
         await servicer.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=bad), NO_CONTEXT)
     assert len(info.value.violations) == 2
+
+
+async def test_update_stores_a_new_version_and_keeps_the_old_one(servicer: WorkflowServicer) -> None:
+    changed = yaml.safe_load(DEMO)
+    changed["steps"][0]["prompt"] = "Write two lines about {{ input.topic }}."
+    with context.bound(context.CallContext(tenant="acme")):
+        created = await servicer.CreateWorkflow(
+            workflows_pb2.CreateWorkflowRequest(workflow=workflows_pb2.Workflow(source=DEMO)), NO_CONTEXT
+        )
+        request = workflows_pb2.UpdateWorkflowRequest(
+            workflow=workflows_pb2.Workflow(name="workflows/demo", definition=struct_from_dict(changed))
+        )
+        updated = await servicer.UpdateWorkflow(request, NO_CONTEXT)
+        renamed = await servicer.UpdateWorkflow(
+            workflows_pb2.UpdateWorkflowRequest(
+                workflow=workflows_pb2.Workflow(name="workflows/demo", display_name="Renamed"),
+                update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+            ),
+            NO_CONTEXT,
+        )
+        first = await servicer.CompileWorkflow(
+            workflows_pb2.CompileWorkflowRequest(name="workflows/demo", version=1), NO_CONTEXT
+        )
+        latest = await servicer.GetWorkflow(
+            workflows_pb2.GetWorkflowRequest(name="workflows/demo"), NO_CONTEXT
+        )
+    assert (updated.version, renamed.version) == (2, 3)
+    assert updated.plan_hash != created.plan_hash
+    assert renamed.plan_hash == updated.plan_hash  # same definition, same hash
+    assert renamed.display_name == "Renamed" and updated.display_name == created.display_name
+    assert first.plan_hash == created.plan_hash
+    assert latest.version == 3 and latest.create_time == created.create_time
+
+
+async def test_update_rejects_bad_input_without_storing_anything(servicer: WorkflowServicer) -> None:
+    with context.bound(context.CallContext(tenant="acme")):
+        await servicer.CreateWorkflow(
+            workflows_pb2.CreateWorkflowRequest(workflow=workflows_pb2.Workflow(source=DEMO)), NO_CONTEXT
+        )
+        bad = "id: demo\nsteps:\n  - {id: a, kind: tool}\n  - {id: b, kind: nope}\n"
+        with pytest.raises(InvalidArgument) as info:
+            await servicer.UpdateWorkflow(
+                workflows_pb2.UpdateWorkflowRequest(
+                    workflow=workflows_pb2.Workflow(name="workflows/demo", source=bad)
+                ),
+                NO_CONTEXT,
+            )
+        assert {field for field, _ in info.value.violations} == {"steps[0].tool", "steps[1].kind"}
+        with pytest.raises(InvalidArgument) as masked:
+            await servicer.UpdateWorkflow(
+                workflows_pb2.UpdateWorkflowRequest(
+                    workflow=workflows_pb2.Workflow(name="workflows/demo"),
+                    update_mask=field_mask_pb2.FieldMask(paths=["version"]),
+                ),
+                NO_CONTEXT,
+            )
+        assert masked.value.violations == [("update_mask", "unknown or read-only field 'version'")]
+        with pytest.raises(NotFound):
+            await servicer.UpdateWorkflow(
+                workflows_pb2.UpdateWorkflowRequest(
+                    workflow=workflows_pb2.Workflow(name="workflows/missing", source=DEMO)
+                ),
+                NO_CONTEXT,
+            )
+        latest = await servicer.GetWorkflow(
+            workflows_pb2.GetWorkflowRequest(name="workflows/demo"), NO_CONTEXT
+        )
+    assert latest.version == 1

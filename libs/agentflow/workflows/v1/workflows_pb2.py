@@ -24,11 +24,12 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&agentflow/workflows/v1/workflows.proto\x12\x16\x61gentflow.workflows.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x03\n\x08Workflow\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08R\x04name\x12!\n\x0c\x64isplay_name\x18\x02 \x01(\tR\x0b\x64isplayName\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12\x1c\n\x06source\x18\x04 \x01(\tB\x04\xe2\x41\x01\x04R\x06source\x12\x37\n\ndefinition\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructR\ndefinition\x12\x1e\n\x07version\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x03R\x07version\x12!\n\tplan_hash\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03R\x08planHash\x12\x41\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12\x41\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\nupdateTime\"|\n\x15\x43reateWorkflowRequest\x12\x42\n\x08workflow\x18\x01 \x01(\x0b\x32 .agentflow.workflows.v1.WorkflowB\x04\xe2\x41\x01\x02R\x08workflow\x12\x1f\n\x0bworkflow_id\x18\x02 \x01(\tR\nworkflowId\".\n\x12GetWorkflowRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\"R\n\x14ListWorkflowsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"\x7f\n\x15ListWorkflowsResponse\x12>\n\tworkflows\x18\x01 \x03(\x0b\x32 .agentflow.workflows.v1.WorkflowR\tworkflows\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"]\n\x17ValidateWorkflowRequest\x12\x42\n\x08workflow\x18\x01 \x01(\x0b\x32 .agentflow.workflows.v1.WorkflowB\x04\xe2\x41\x01\x02R\x08workflow\"\xa5\x01\n\x18ValidateWorkflowResponse\x12\x14\n\x05valid\x18\x01 \x01(\x08R\x05valid\x12\x41\n\nviolations\x18\x02 \x03(\x0b\x32!.agentflow.workflows.v1.ViolationR\nviolations\x12\x30\n\x04plan\x18\x03 \x01(\x0b\x32\x1c.agentflow.workflows.v1.PlanR\x04plan\"C\n\tViolation\x12\x14\n\x05\x66ield\x18\x01 \x01(\tR\x05\x66ield\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\"L\n\x16\x43ompileWorkflowRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\x12\x18\n\x07version\x18\x02 \x01(\x05R\x07version\"\x9d\x02\n\x04Plan\x12\x1a\n\x08workflow\x18\x01 \x01(\tR\x08workflow\x12)\n\x10workflow_version\x18\x02 \x01(\x05R\x0fworkflowVersion\x12\x1b\n\tplan_hash\x18\x03 \x01(\tR\x08planHash\x12\x36\n\x05steps\x18\x04 \x03(\x0b\x32 .agentflow.workflows.v1.PlanStepR\x05steps\x12.\n\x06output\x18\x05 \x01(\x0b\x32\x16.google.protobuf.ValueR\x06output\x12I\n\rcost_estimate\x18\x06 \x01(\x0b\x32$.agentflow.workflows.v1.CostEstimateR\x0c\x63ostEstimate\"\xda\x01\n\x0c\x43ostEstimate\x12!\n\x0cinput_tokens\x18\x01 \x01(\x03R\x0binputTokens\x12#\n\routput_tokens\x18\x02 \x01(\x03R\x0coutputTokens\x12\x19\n\x08\x63ost_usd\x18\x03 \x01(\x01R\x07\x63ostUsd\x12>\n\x05steps\x18\x04 \x03(\x0b\x32(.agentflow.workflows.v1.StepCostEstimateR\x05steps\x12\'\n\x0funpriced_models\x18\x05 \x03(\tR\x0eunpricedModels\"\xa4\x01\n\x10StepCostEstimate\x12\x17\n\x07step_id\x18\x01 \x01(\tR\x06stepId\x12\x14\n\x05model\x18\x02 \x01(\tR\x05model\x12!\n\x0cinput_tokens\x18\x03 \x01(\x03R\x0binputTokens\x12#\n\routput_tokens\x18\x04 \x01(\x03R\x0coutputTokens\x12\x19\n\x08\x63ost_usd\x18\x05 \x01(\x01R\x07\x63ostUsd\"\x97\x01\n\x08PlanStep\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x34\n\x04kind\x18\x02 \x01(\x0e\x32 .agentflow.workflows.v1.StepKindR\x04kind\x12\x14\n\x05needs\x18\x03 \x03(\tR\x05needs\x12/\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructR\x06params*y\n\x08StepKind\x12\x19\n\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTEP_KIND_MODEL\x10\x01\x12\x12\n\x0eSTEP_KIND_TOOL\x10\x02\x12\x14\n\x10STEP_KIND_MEMORY\x10\x03\x12\x13\n\x0fSTEP_KIND_AGENT\x10\x05\x32\xc1\x05\n\x0fWorkflowService\x12\x82\x01\n\x0e\x43reateWorkflow\x12-.agentflow.workflows.v1.CreateWorkflowRequest\x1a .agentflow.workflows.v1.Workflow\"\x1f\x82\xd3\xe4\x93\x02\x19\"\r/v1/workflows:\x08workflow\x12{\n\x0bGetWorkflow\x12*.agentflow.workflows.v1.GetWorkflowRequest\x1a .agentflow.workflows.v1.Workflow\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/{name=workflows/*}\x12\x83\x01\n\rListWorkflows\x12,.agentflow.workflows.v1.ListWorkflowsRequest\x1a-.agentflow.workflows.v1.ListWorkflowsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/workflows\x12\x98\x01\n\x10ValidateWorkflow\x12/.agentflow.workflows.v1.ValidateWorkflowRequest\x1a\x30.agentflow.workflows.v1.ValidateWorkflowResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/workflows:validate:\x01*\x12\x8a\x01\n\x0f\x43ompileWorkflow\x12..agentflow.workflows.v1.CompileWorkflowRequest\x1a\x1c.agentflow.workflows.v1.Plan\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/{name=workflows/*}:compile:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&agentflow/workflows/v1/workflows.proto\x12\x16\x61gentflow.workflows.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x03\n\x08Workflow\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08R\x04name\x12!\n\x0c\x64isplay_name\x18\x02 \x01(\tR\x0b\x64isplayName\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12\x1c\n\x06source\x18\x04 \x01(\tB\x04\xe2\x41\x01\x04R\x06source\x12\x37\n\ndefinition\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructR\ndefinition\x12\x1e\n\x07version\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x03R\x07version\x12!\n\tplan_hash\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03R\x08planHash\x12\x41\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12\x41\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\nupdateTime\"|\n\x15\x43reateWorkflowRequest\x12\x42\n\x08workflow\x18\x01 \x01(\x0b\x32 .agentflow.workflows.v1.WorkflowB\x04\xe2\x41\x01\x02R\x08workflow\x12\x1f\n\x0bworkflow_id\x18\x02 \x01(\tR\nworkflowId\".\n\x12GetWorkflowRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\"R\n\x14ListWorkflowsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"\x7f\n\x15ListWorkflowsResponse\x12>\n\tworkflows\x18\x01 \x03(\x0b\x32 .agentflow.workflows.v1.WorkflowR\tworkflows\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x98\x01\n\x15UpdateWorkflowRequest\x12\x42\n\x08workflow\x18\x01 \x01(\x0b\x32 .agentflow.workflows.v1.WorkflowB\x04\xe2\x41\x01\x02R\x08workflow\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"]\n\x17ValidateWorkflowRequest\x12\x42\n\x08workflow\x18\x01 \x01(\x0b\x32 .agentflow.workflows.v1.WorkflowB\x04\xe2\x41\x01\x02R\x08workflow\"\xa5\x01\n\x18ValidateWorkflowResponse\x12\x14\n\x05valid\x18\x01 \x01(\x08R\x05valid\x12\x41\n\nviolations\x18\x02 \x03(\x0b\x32!.agentflow.workflows.v1.ViolationR\nviolations\x12\x30\n\x04plan\x18\x03 \x01(\x0b\x32\x1c.agentflow.workflows.v1.PlanR\x04plan\"C\n\tViolation\x12\x14\n\x05\x66ield\x18\x01 \x01(\tR\x05\x66ield\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\"L\n\x16\x43ompileWorkflowRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\x12\x18\n\x07version\x18\x02 \x01(\x05R\x07version\"\x9d\x02\n\x04Plan\x12\x1a\n\x08workflow\x18\x01 \x01(\tR\x08workflow\x12)\n\x10workflow_version\x18\x02 \x01(\x05R\x0fworkflowVersion\x12\x1b\n\tplan_hash\x18\x03 \x01(\tR\x08planHash\x12\x36\n\x05steps\x18\x04 \x03(\x0b\x32 .agentflow.workflows.v1.PlanStepR\x05steps\x12.\n\x06output\x18\x05 \x01(\x0b\x32\x16.google.protobuf.ValueR\x06output\x12I\n\rcost_estimate\x18\x06 \x01(\x0b\x32$.agentflow.workflows.v1.CostEstimateR\x0c\x63ostEstimate\"\xda\x01\n\x0c\x43ostEstimate\x12!\n\x0cinput_tokens\x18\x01 \x01(\x03R\x0binputTokens\x12#\n\routput_tokens\x18\x02 \x01(\x03R\x0coutputTokens\x12\x19\n\x08\x63ost_usd\x18\x03 \x01(\x01R\x07\x63ostUsd\x12>\n\x05steps\x18\x04 \x03(\x0b\x32(.agentflow.workflows.v1.StepCostEstimateR\x05steps\x12\'\n\x0funpriced_models\x18\x05 \x03(\tR\x0eunpricedModels\"\xa4\x01\n\x10StepCostEstimate\x12\x17\n\x07step_id\x18\x01 \x01(\tR\x06stepId\x12\x14\n\x05model\x18\x02 \x01(\tR\x05model\x12!\n\x0cinput_tokens\x18\x03 \x01(\x03R\x0binputTokens\x12#\n\routput_tokens\x18\x04 \x01(\x03R\x0coutputTokens\x12\x19\n\x08\x63ost_usd\x18\x05 \x01(\x01R\x07\x63ostUsd\"\x97\x01\n\x08PlanStep\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x34\n\x04kind\x18\x02 \x01(\x0e\x32 .agentflow.workflows.v1.StepKindR\x04kind\x12\x14\n\x05needs\x18\x03 \x03(\tR\x05needs\x12/\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructR\x06params*\x8e\x01\n\x08StepKind\x12\x19\n\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTEP_KIND_MODEL\x10\x01\x12\x12\n\x0eSTEP_KIND_TOOL\x10\x02\x12\x14\n\x10STEP_KIND_MEMORY\x10\x03\x12\x13\n\x0fSTEP_KIND_VALUE\x10\x04\x12\x13\n\x0fSTEP_KIND_AGENT\x10\x05\x32\xd8\x06\n\x0fWorkflowService\x12\x82\x01\n\x0e\x43reateWorkflow\x12-.agentflow.workflows.v1.CreateWorkflowRequest\x1a .agentflow.workflows.v1.Workflow\"\x1f\x82\xd3\xe4\x93\x02\x19\"\r/v1/workflows:\x08workflow\x12{\n\x0bGetWorkflow\x12*.agentflow.workflows.v1.GetWorkflowRequest\x1a .agentflow.workflows.v1.Workflow\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/{name=workflows/*}\x12\x83\x01\n\rListWorkflows\x12,.agentflow.workflows.v1.ListWorkflowsRequest\x1a-.agentflow.workflows.v1.ListWorkflowsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/workflows\x12\x94\x01\n\x0eUpdateWorkflow\x12-.agentflow.workflows.v1.UpdateWorkflowRequest\x1a .agentflow.workflows.v1.Workflow\"1\x82\xd3\xe4\x93\x02+2\x1f/v1/{workflow.name=workflows/*}:\x08workflow\x12\x98\x01\n\x10ValidateWorkflow\x12/.agentflow.workflows.v1.ValidateWorkflowRequest\x1a\x30.agentflow.workflows.v1.ValidateWorkflowResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/workflows:validate:\x01*\x12\x8a\x01\n\x0f\x43ompileWorkflow\x12..agentflow.workflows.v1.CompileWorkflowRequest\x1a\x1c.agentflow.workflows.v1.Plan\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/{name=workflows/*}:compile:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,6 +52,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEWORKFLOWREQUEST'].fields_by_name['workflow']._serialized_options = b'\342A\001\002'
   _globals['_GETWORKFLOWREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_GETWORKFLOWREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEWORKFLOWREQUEST'].fields_by_name['workflow']._loaded_options = None
+  _globals['_UPDATEWORKFLOWREQUEST'].fields_by_name['workflow']._serialized_options = b'\342A\001\002'
   _globals['_VALIDATEWORKFLOWREQUEST'].fields_by_name['workflow']._loaded_options = None
   _globals['_VALIDATEWORKFLOWREQUEST'].fields_by_name['workflow']._serialized_options = b'\342A\001\002'
   _globals['_COMPILEWORKFLOWREQUEST'].fields_by_name['name']._loaded_options = None
@@ -61,38 +64,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKFLOWSERVICE'].methods_by_name['GetWorkflow']._serialized_options = b'\202\323\344\223\002\030\022\026/v1/{name=workflows/*}'
   _globals['_WORKFLOWSERVICE'].methods_by_name['ListWorkflows']._loaded_options = None
   _globals['_WORKFLOWSERVICE'].methods_by_name['ListWorkflows']._serialized_options = b'\202\323\344\223\002\017\022\r/v1/workflows'
+  _globals['_WORKFLOWSERVICE'].methods_by_name['UpdateWorkflow']._loaded_options = None
+  _globals['_WORKFLOWSERVICE'].methods_by_name['UpdateWorkflow']._serialized_options = b'\202\323\344\223\002+2\037/v1/{workflow.name=workflows/*}:\010workflow'
   _globals['_WORKFLOWSERVICE'].methods_by_name['ValidateWorkflow']._loaded_options = None
   _globals['_WORKFLOWSERVICE'].methods_by_name['ValidateWorkflow']._serialized_options = b'\202\323\344\223\002\033\"\026/v1/workflows:validate:\001*'
   _globals['_WORKFLOWSERVICE'].methods_by_name['CompileWorkflow']._loaded_options = None
   _globals['_WORKFLOWSERVICE'].methods_by_name['CompileWorkflow']._serialized_options = b'\202\323\344\223\002#\"\036/v1/{name=workflows/*}:compile:\001*'
-  _globals['_STEPKIND']._serialized_start=2215
-  _globals['_STEPKIND']._serialized_end=2336
-  _globals['_WORKFLOW']._serialized_start=193
-  _globals['_WORKFLOW']._serialized_end=586
-  _globals['_CREATEWORKFLOWREQUEST']._serialized_start=588
-  _globals['_CREATEWORKFLOWREQUEST']._serialized_end=712
-  _globals['_GETWORKFLOWREQUEST']._serialized_start=714
-  _globals['_GETWORKFLOWREQUEST']._serialized_end=760
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=762
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=844
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=846
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=973
-  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_start=975
-  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_end=1068
-  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_start=1071
-  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_end=1236
-  _globals['_VIOLATION']._serialized_start=1238
-  _globals['_VIOLATION']._serialized_end=1305
-  _globals['_COMPILEWORKFLOWREQUEST']._serialized_start=1307
-  _globals['_COMPILEWORKFLOWREQUEST']._serialized_end=1383
-  _globals['_PLAN']._serialized_start=1386
-  _globals['_PLAN']._serialized_end=1671
-  _globals['_COSTESTIMATE']._serialized_start=1674
-  _globals['_COSTESTIMATE']._serialized_end=1892
-  _globals['_STEPCOSTESTIMATE']._serialized_start=1895
-  _globals['_STEPCOSTESTIMATE']._serialized_end=2059
-  _globals['_PLANSTEP']._serialized_start=2062
-  _globals['_PLANSTEP']._serialized_end=2213
-  _globals['_WORKFLOWSERVICE']._serialized_start=2339
-  _globals['_WORKFLOWSERVICE']._serialized_end=3044
+  _globals['_STEPKIND']._serialized_start=2405
+  _globals['_STEPKIND']._serialized_end=2547
+  _globals['_WORKFLOW']._serialized_start=227
+  _globals['_WORKFLOW']._serialized_end=620
+  _globals['_CREATEWORKFLOWREQUEST']._serialized_start=622
+  _globals['_CREATEWORKFLOWREQUEST']._serialized_end=746
+  _globals['_GETWORKFLOWREQUEST']._serialized_start=748
+  _globals['_GETWORKFLOWREQUEST']._serialized_end=794
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=796
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=878
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=880
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=1007
+  _globals['_UPDATEWORKFLOWREQUEST']._serialized_start=1010
+  _globals['_UPDATEWORKFLOWREQUEST']._serialized_end=1162
+  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_start=1164
+  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_end=1257
+  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_start=1260
+  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_end=1425
+  _globals['_VIOLATION']._serialized_start=1427
+  _globals['_VIOLATION']._serialized_end=1494
+  _globals['_COMPILEWORKFLOWREQUEST']._serialized_start=1496
+  _globals['_COMPILEWORKFLOWREQUEST']._serialized_end=1572
+  _globals['_PLAN']._serialized_start=1575
+  _globals['_PLAN']._serialized_end=1860
+  _globals['_COSTESTIMATE']._serialized_start=1863
+  _globals['_COSTESTIMATE']._serialized_end=2081
+  _globals['_STEPCOSTESTIMATE']._serialized_start=2084
+  _globals['_STEPCOSTESTIMATE']._serialized_end=2248
+  _globals['_PLANSTEP']._serialized_start=2251
+  _globals['_PLANSTEP']._serialized_end=2402
+  _globals['_WORKFLOWSERVICE']._serialized_start=2550
+  _globals['_WORKFLOWSERVICE']._serialized_end=3406
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -35,6 +36,8 @@ class _StepKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepKind.Val
     """Executes a tool through the tool-sandbox."""
     STEP_KIND_MEMORY: _StepKind.ValueType  # 3
     """Reads or writes memory through the memory service."""
+    STEP_KIND_VALUE: _StepKind.ValueType  # 4
+    """A pure step: renders its `value` (and checks its `require`) without calling anything."""
     STEP_KIND_AGENT: _StepKind.ValueType  # 5
     """Runs an agent loop (model, tool calls, handoffs) until a final answer."""
 
@@ -49,6 +52,8 @@ STEP_KIND_TOOL: StepKind.ValueType  # 2
 """Executes a tool through the tool-sandbox."""
 STEP_KIND_MEMORY: StepKind.ValueType  # 3
 """Reads or writes memory through the memory service."""
+STEP_KIND_VALUE: StepKind.ValueType  # 4
+"""A pure step: renders its `value` (and checks its `require`) without calling anything."""
 STEP_KIND_AGENT: StepKind.ValueType  # 5
 """Runs an agent loop (model, tool calls, handoffs) until a final answer."""
 Global___StepKind: _TypeAlias = StepKind  # noqa: Y015
@@ -216,6 +221,36 @@ class ListWorkflowsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListWorkflowsResponse: _TypeAlias = ListWorkflowsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateWorkflowRequest(_message.Message):
+    """Request for UpdateWorkflow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def workflow(self) -> Global___Workflow:
+        """The workflow: `name` says which one; `source` or `definition` is the new definition."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Fields to change: `source` (or `definition`), `display_name`, `description`. Empty: every field given."""
+
+    def __init__(
+        self,
+        *,
+        workflow: Global___Workflow | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask", "workflow", b"workflow"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask", "workflow", b"workflow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateWorkflowRequest: _TypeAlias = UpdateWorkflowRequest  # noqa: Y015
 
 @_typing.final
 class ValidateWorkflowRequest(_message.Message):

@@ -50,6 +50,11 @@ class WorkflowServiceStub:
                 request_serializer=agentflow_dot_workflows_dot_v1_dot_workflows__pb2.ListWorkflowsRequest.SerializeToString,
                 response_deserializer=agentflow_dot_workflows_dot_v1_dot_workflows__pb2.ListWorkflowsResponse.FromString,
                 _registered_method=True)
+        self.UpdateWorkflow = channel.unary_unary(
+                '/agentflow.workflows.v1.WorkflowService/UpdateWorkflow',
+                request_serializer=agentflow_dot_workflows_dot_v1_dot_workflows__pb2.UpdateWorkflowRequest.SerializeToString,
+                response_deserializer=agentflow_dot_workflows_dot_v1_dot_workflows__pb2.Workflow.FromString,
+                _registered_method=True)
         self.ValidateWorkflow = channel.unary_unary(
                 '/agentflow.workflows.v1.WorkflowService/ValidateWorkflow',
                 request_serializer=agentflow_dot_workflows_dot_v1_dot_workflows__pb2.ValidateWorkflowRequest.SerializeToString,
@@ -87,6 +92,14 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateWorkflow(self, request, context):
+        """Updates a workflow by storing a new version of it; earlier versions stay readable and runnable, and the
+        runs started on them can be replayed against the new one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ValidateWorkflow(self, request, context):
         """Validates a definition without storing it; every problem is reported.
         """
@@ -118,6 +131,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.ListWorkflows,
                     request_deserializer=agentflow_dot_workflows_dot_v1_dot_workflows__pb2.ListWorkflowsRequest.FromString,
                     response_serializer=agentflow_dot_workflows_dot_v1_dot_workflows__pb2.ListWorkflowsResponse.SerializeToString,
+            ),
+            'UpdateWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateWorkflow,
+                    request_deserializer=agentflow_dot_workflows_dot_v1_dot_workflows__pb2.UpdateWorkflowRequest.FromString,
+                    response_serializer=agentflow_dot_workflows_dot_v1_dot_workflows__pb2.Workflow.SerializeToString,
             ),
             'ValidateWorkflow': grpc.unary_unary_rpc_method_handler(
                     servicer.ValidateWorkflow,
@@ -212,6 +230,33 @@ class WorkflowService:
             '/agentflow.workflows.v1.WorkflowService/ListWorkflows',
             agentflow_dot_workflows_dot_v1_dot_workflows__pb2.ListWorkflowsRequest.SerializeToString,
             agentflow_dot_workflows_dot_v1_dot_workflows__pb2.ListWorkflowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentflow.workflows.v1.WorkflowService/UpdateWorkflow',
+            agentflow_dot_workflows_dot_v1_dot_workflows__pb2.UpdateWorkflowRequest.SerializeToString,
+            agentflow_dot_workflows_dot_v1_dot_workflows__pb2.Workflow.FromString,
             options,
             channel_credentials,
             insecure,

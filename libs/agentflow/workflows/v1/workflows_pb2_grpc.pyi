@@ -39,6 +39,10 @@ class WorkflowServiceStub:
     """Gets a workflow by resource name."""
     ListWorkflows: _grpc.UnaryUnaryMultiCallable[_workflows_pb2.ListWorkflowsRequest, _workflows_pb2.ListWorkflowsResponse]
     """Lists the caller's workflows, newest first."""
+    UpdateWorkflow: _grpc.UnaryUnaryMultiCallable[_workflows_pb2.UpdateWorkflowRequest, _workflows_pb2.Workflow]
+    """Updates a workflow by storing a new version of it; earlier versions stay readable and runnable, and the
+    runs started on them can be replayed against the new one.
+    """
     ValidateWorkflow: _grpc.UnaryUnaryMultiCallable[_workflows_pb2.ValidateWorkflowRequest, _workflows_pb2.ValidateWorkflowResponse]
     """Validates a definition without storing it; every problem is reported."""
     CompileWorkflow: _grpc.UnaryUnaryMultiCallable[_workflows_pb2.CompileWorkflowRequest, _workflows_pb2.Plan]
@@ -55,6 +59,10 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     """Gets a workflow by resource name."""
     ListWorkflows: _aio.UnaryUnaryMultiCallable[_workflows_pb2.ListWorkflowsRequest, _workflows_pb2.ListWorkflowsResponse]  # type: ignore[assignment]
     """Lists the caller's workflows, newest first."""
+    UpdateWorkflow: _aio.UnaryUnaryMultiCallable[_workflows_pb2.UpdateWorkflowRequest, _workflows_pb2.Workflow]  # type: ignore[assignment]
+    """Updates a workflow by storing a new version of it; earlier versions stay readable and runnable, and the
+    runs started on them can be replayed against the new one.
+    """
     ValidateWorkflow: _aio.UnaryUnaryMultiCallable[_workflows_pb2.ValidateWorkflowRequest, _workflows_pb2.ValidateWorkflowResponse]  # type: ignore[assignment]
     """Validates a definition without storing it; every problem is reported."""
     CompileWorkflow: _aio.UnaryUnaryMultiCallable[_workflows_pb2.CompileWorkflowRequest, _workflows_pb2.Plan]  # type: ignore[assignment]
@@ -86,6 +94,16 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_workflows_pb2.ListWorkflowsResponse, _abc.Awaitable[_workflows_pb2.ListWorkflowsResponse]]:
         """Lists the caller's workflows, newest first."""
+
+    @_abc_1.abstractmethod
+    def UpdateWorkflow(
+        self,
+        request: _workflows_pb2.UpdateWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflows_pb2.Workflow, _abc.Awaitable[_workflows_pb2.Workflow]]:
+        """Updates a workflow by storing a new version of it; earlier versions stay readable and runnable, and the
+        runs started on them can be replayed against the new one.
+        """
 
     @_abc_1.abstractmethod
     def ValidateWorkflow(
