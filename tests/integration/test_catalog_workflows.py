@@ -40,3 +40,62 @@ def test_fan_out_fan_in_with_an_optional_branch(edge: str, settings: Settings, c
         assert seq[("RUN_EVENT_TYPE_STEP_SUCCEEDED", branch)] < report_start
     assert final["output"]["words"] > 0
     assert (final["output"]["critique"] == "not requested") is (not critique)
+
+
+def visited(final: dict[str, Any]) -> list[str]:
+    """The steps that ran (succeeded or failed), in the plan's order."""
+    return [
+        s["stepId"] for s in final["steps"] if s["state"] in ("STEP_STATE_SUCCEEDED", "STEP_STATE_FAILED")
+    ]
+
+
+def test_fsm_loops_through_its_states_until_a_guard_lets_it_publish(edge: str, settings: Settings) -> None:
+    token = dev_token(settings, tenant="default", role="developer")
+    direct, _ = run_to_end(edge, token, "workflows/fsm-review", {"topic": "tides", "min_words": 1})
+    assert direct["state"] == "RUN_STATE_SUCCEEDED", direct
+    assert visited(direct) == ["write~0", "review~1", "publish~2", "fsm~end"]
+    first_words = direct["output"]["words"]
+    assert first_words == len(direct["output"]["text"].split())
+
+    # One word more than the first version has: the guard fails once, the machine rewrites (the local model's
+    # rewrite builds on the previous text, so it is longer) and publishes on the second review.
+    looped, events = run_to_end(
+        edge, token, "workflows/fsm-review", {"topic": "tides", "min_words": first_words + 1}
+    )
+    assert looped["state"] == "RUN_STATE_SUCCEEDED", looped
+    assert visited(looped) == ["write~0", "review~1", "write~2", "review~3", "publish~4", "fsm~end"]
+    assert looped["output"]["words"] > first_words
+    skipped = {e["stepId"] for e in events if e["type"] == "RUN_EVENT_TYPE_STEP_SKIPPED"}
+    assert {"publish~2", "write~4"} <= skipped
+
+
+def test_fsm_that_runs_out_of_transitions_fails_with_the_bound(edge: str, settings: Settings) -> None:
+    token = dev_token(settings, tenant="default", role="developer")
+    final, _ = run_to_end(edge, token, "workflows/fsm-review", {"topic": "tides", "min_words": 100_000})
+    assert final["state"] == "RUN_STATE_FAILED", final
+    assert "max_transitions (6)" in final["error"]["message"]
+    assert visited(final)[-2:] == ["write~6", "fsm~end"]
+
+
+@pytest.mark.parametrize("short", [False, True])
+def test_bt_selector_falls_back_and_parallel_children_both_run(
+    edge: str, settings: Settings, short: bool
+) -> None:
+    token = dev_token(settings, tenant="default", role="developer")
+    run_input = {"topic": "tides", "min_chars": 100_000 if short else 1}
+    final, events = run_to_end(edge, token, "workflows/bt-summary", run_input)
+    assert final["state"] == "RUN_STATE_SUCCEEDED", final
+    steps = {s["stepId"]: s["state"] for s in final["steps"]}
+    # The condition fails (a short draft) -> the selector tries the expansion, which succeeds.
+    assert steps["keep"] == ("STEP_STATE_FAILED" if short else "STEP_STATE_SUCCEEDED")
+    assert steps["expand"] == ("STEP_STATE_SUCCEEDED" if short else "STEP_STATE_SKIPPED")
+    assert steps["long-enough"] == steps["count"] == steps["headline"] == "STEP_STATE_SUCCEEDED"
+    assert (final["output"]["expanded"] == "not needed") is (not short)
+    assert final["output"]["words"] > 0
+    # The parallel children start only after the selector settled.
+    seq = {(e["type"], e.get("stepId")): int(e["seq"]) for e in events}
+    for child in ("count", "headline"):
+        assert (
+            seq[("RUN_EVENT_TYPE_STEP_SUCCEEDED", "long-enough")]
+            < seq[("RUN_EVENT_TYPE_STEP_STARTED", child)]
+        )
