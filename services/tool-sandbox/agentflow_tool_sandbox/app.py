@@ -13,6 +13,7 @@ from agentflow_runtime.settings import Settings
 from agentflow_tool_sandbox.backend import Runner
 from agentflow_tool_sandbox.bwrap import BwrapConfig, BwrapRunner, bwrap_path
 from agentflow_tool_sandbox.catalog import load_catalog
+from agentflow_tool_sandbox.egress import EgressProxy
 from agentflow_tool_sandbox.executions import Executions
 from agentflow_tool_sandbox.executor import UNSAFE_WARNING, ProcessBackendConfig, ProcessRunner
 from agentflow_tool_sandbox.mcp import store as mcp_store
@@ -46,6 +47,7 @@ class ToolSandboxService:
         self._db = Database.for_service(settings, self.name)
         self._executions: Executions | None = None
         self._mcp: McpServers | None = None
+        self._egress: EgressProxy | None = None
 
     async def start(self, server: grpc.aio.Server, runtime: Runtime) -> None:
         catalog = load_catalog(self._settings.catalog_dir / "tools")
@@ -53,6 +55,8 @@ class ToolSandboxService:
         mcp_catalog = load_servers(self._settings.catalog_dir / "mcp")
         await self._db.create_all(metadata)
         await self._db.create_all(mcp_store.metadata)
+        # The allow-listing egress proxy: the only network a sandboxed tool gets (see egress.py).
+        self._egress = EgressProxy(runtime.audit, root=self._settings.data_dir / "egress")
         runner = await self._runner()
         if runner.name == "bwrap" and isinstance(runner, BwrapRunner) and runner.unavailable is not None:
             runtime.not_serving.add(tools_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name)
@@ -76,7 +80,7 @@ class ToolSandboxService:
             config = ProcessBackendConfig(scratch_root=settings.data_dir / "tool-scratch", warn=True)
             return ProcessRunner(config)
         found = bwrap_path(settings.sandbox_bwrap)
-        runner = BwrapRunner(BwrapConfig(bwrap=found or settings.sandbox_bwrap))
+        runner = BwrapRunner(BwrapConfig(bwrap=found or settings.sandbox_bwrap, egress=self._egress))
         problem: str | None
         if found is None:
             problem = f"bubblewrap ({settings.sandbox_bwrap!r}) is not installed: run `make install`"

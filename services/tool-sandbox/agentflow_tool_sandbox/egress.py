@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+import os
 import shutil
 import socket
 import tempfile
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +35,10 @@ from agentflow_runtime import context
 from agentflow_runtime.audit import AuditSink
 from prometheus_client import Counter
 
-from agentflow_tool_sandbox.egress_policy import ALLOWED, Decision, HostPort, decide
+from agentflow_tool_sandbox.egress_policy import ALLOWED, Decision, HostPort, allow_list, decide
 from agentflow_tool_sandbox.egress_request import MAX_HEAD_BYTES, BadRequest, ProxyRequest, parse_head
+from agentflow_tool_sandbox.network import CallInfo, Mount, NetworkAccess
+from agentflow_tool_sandbox.spec import EgressRule
 
 log = logging.getLogger("agentflow.tool_sandbox.egress")
 
@@ -42,9 +46,29 @@ FORWARDER = Path(__file__).with_name("egress_forward.py")
 SOCKET_NAME = "proxy.sock"
 SANDBOX_DIR = "/run/agentflow-egress"
 """Where a sandbox sees the session's directory (and so the proxy's socket)."""
+SANDBOX_FORWARDER = "/sandbox/egress_forward.py"
+"""Where a sandbox sees the forwarder script."""
+FORWARDER_PORT = 3128
+"""The forwarder's port on a sandbox's own loopback."""
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+MAX_SOCKET_PATH = 100
+"""Unix socket paths are limited to 108 bytes; beyond this the session lives in the system temp dir."""
 
 AUDIT_ACTION = "tool.egress"
 PIPE_BYTES = 64 * 1024
+
+PYTHON_PLACEHOLDER = "{python}"
+
+_STEP: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar("af_egress_step", default=("", ""))
+
+
+def bind_step(run: str, step_id: str) -> None:
+    """Name the run and step of the ExecuteTool call being served, for the audit of its egress attempts.
+
+    Set once in the servicer's task; an execution started from it (even in a background task) sees it.
+    """
+    _STEP.set((run, step_id))
+
 
 EGRESS_ATTEMPTS = Counter(
     "sandbox_egress_attempts_total",
@@ -64,47 +88,47 @@ class EgressGrant:
     run: str = ""
     step_id: str = ""
 
-    @classmethod
-    def for_current_call(
-        cls, tool_id: str, allow: frozenset[HostPort], run: str, step_id: str
-    ) -> EgressGrant:
-        """A grant naming the tenant and principal of the call being served."""
-        call = context.current()
-        return cls(tool_id, allow, call.tenant, call.principal, run, step_id)
-
 
 @dataclass(frozen=True)
 class SandboxEgress:
-    """What a sandbox backend adds to a command so its tool can use the session's proxy.
+    """What a sandbox backend adds to a call so its tool can use the session's proxy.
 
-    - `binds`: (host path, sandbox path) pairs to bind-mount read-write (connecting to a Unix socket needs
-      write permission on it);
-    - `env`: variables to set for the command;
-    - `wrap(python, argv)`: the argv to run instead of `argv`: the forwarder, which then execs `argv` with
-      `HTTP_PROXY`/`HTTPS_PROXY` (and lowercase twins) pointing at its loopback port.
+    - `binds`: (host path, sandbox path, writable) to bind-mount: the session's directory read-write
+      (connecting to a Unix socket needs write permission on it) and the forwarder script read-only;
+    - `env`: variables to set for the call (the proxy variables, when the port is known in advance);
+    - `prefix(python)`: the argv to put before the tool's own (after any launcher that drops privileges
+      and applies rlimits): the forwarder, which then execs the tool with the proxy variables set.
     """
 
     host_dir: Path
     sandbox_dir: str = SANDBOX_DIR
-    port: int = 0
+    forwarder: str = SANDBOX_FORWARDER
+    port: int = FORWARDER_PORT
     """The forwarder's loopback port: 0 picks a free one (needed without a network namespace)."""
 
     @property
-    def binds(self) -> tuple[tuple[str, str], ...]:
-        return ((str(self.host_dir), self.sandbox_dir),)
+    def socket_path(self) -> str:
+        return f"{self.sandbox_dir}/{SOCKET_NAME}"
+
+    @property
+    def binds(self) -> tuple[tuple[str, str, bool], ...]:
+        return ((str(self.host_dir), self.sandbox_dir, True), (str(FORWARDER), self.forwarder, False))
 
     @property
     def env(self) -> dict[str, str]:
-        return {"AF_EGRESS_SOCKET": f"{self.sandbox_dir}/{SOCKET_NAME}"}
+        env = {"AF_EGRESS_SOCKET": self.socket_path}
+        if self.port:
+            proxy = f"http://127.0.0.1:{self.port}"
+            for name in PROXY_VARIABLES:
+                env[name] = env[name.lower()] = proxy
+            env["NO_PROXY"] = env["no_proxy"] = ""
+        return env
+
+    def prefix(self, python: str) -> list[str]:
+        return [python, "-I", "-S", self.forwarder, self.socket_path, str(self.port), "--"]
 
     def wrap(self, python: str, argv: Sequence[str]) -> list[str]:
-        socket_path = f"{self.sandbox_dir}/{SOCKET_NAME}"
-        return [python, "-I", "-S", str(FORWARDER), socket_path, str(self.port), "--", *argv]
-
-    @classmethod
-    def unconfined(cls, host_dir: Path) -> SandboxEgress:
-        """For a backend without mount or network namespaces: the socket at its host path, any free port."""
-        return cls(host_dir=host_dir, sandbox_dir=str(host_dir), port=0)
+        return [*self.prefix(python), *argv]
 
 
 @dataclass
@@ -120,13 +144,14 @@ class EgressSession:
     def socket_path(self) -> Path:
         return self.directory / SOCKET_NAME
 
-    def sandbox(self, *, sandbox_dir: str = SANDBOX_DIR, port: int = 3128) -> SandboxEgress:
+    def sandbox(self) -> SandboxEgress:
         """The binds, env and forwarder for a sandbox with its own mount and network namespaces."""
-        return SandboxEgress(self.directory, sandbox_dir, port)
+        return SandboxEgress(self.directory)
 
     def unconfined(self) -> SandboxEgress:
-        """The forwarder for a plain process (the development backend): socket at its host path."""
-        return SandboxEgress.unconfined(self.directory)
+        """For a plain process (the development backend): the socket and forwarder at their host paths, the
+        forwarder on any free port of the host's loopback (it sets the proxy variables itself)."""
+        return SandboxEgress(self.directory, str(self.directory), str(FORWARDER), port=0)
 
 
 class EgressProxy:
@@ -145,12 +170,37 @@ class EgressProxy:
         self.connect_timeout = connect_timeout
         self.head_timeout = head_timeout
 
+    def attach(
+        self, call: CallInfo, rules: Sequence[EgressRule]
+    ) -> AbstractAsyncContextManager[NetworkAccess]:
+        """`network.EgressProvider`: a session for one sandboxed call, as mounts, env and the forwarder."""
+        return self._attach(call, rules)
+
+    @asynccontextmanager
+    async def _attach(self, call: CallInfo, rules: Sequence[EgressRule]) -> AsyncIterator[NetworkAccess]:
+        run, step_id = _STEP.get()
+        allow = allow_list((rule.host, rule.port) for rule in rules)
+        grant = EgressGrant(call.tool_id, allow, call.tenant, call.principal, run, step_id)
+        async with self.session(grant) as session:
+            egress = session.sandbox()
+            yield NetworkAccess(
+                mounts=tuple(Mount(source, target, writable) for source, target, writable in egress.binds),
+                env=egress.env,
+                command_prefix=tuple(egress.prefix(PYTHON_PLACEHOLDER)),
+            )
+
     @asynccontextmanager
     async def session(self, grant: EgressGrant) -> AsyncIterator[EgressSession]:
         """A proxy endpoint for one execution, open for the duration of the block."""
-        if self.root is not None:
-            self.root.mkdir(parents=True, exist_ok=True)
-        directory = Path(tempfile.mkdtemp(prefix="af-egress-", dir=self.root))
+        root = self.root
+        if root is not None:
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if len(str(root.resolve())) + len("/af-egress-XXXXXXXX/" + SOCKET_NAME) > MAX_SOCKET_PATH:
+                root = None
+        directory = Path(tempfile.mkdtemp(prefix="af-egress-", dir=root))
+        # The tool may run under a uid of its own: it must cross the directory and connect to the socket.
+        # Outside the sandbox the directory's name is random and its parent private (0700).
+        os.chmod(directory, 0o711)
         session = EgressSession(grant, directory)
         try:
 
@@ -162,6 +212,7 @@ class EgressProxy:
             session.server = await asyncio.start_unix_server(
                 accept, path=str(session.socket_path), limit=MAX_HEAD_BYTES
             )
+            os.chmod(session.socket_path, 0o666)
             yield session
         finally:
             if session.server is not None:

@@ -15,7 +15,7 @@ from agentflow_runtime.pagination import clamp_page_size, decode_token, encode_t
 from agentflow_runtime.protojson import dict_from_struct
 from google.protobuf import empty_pb2
 
-from agentflow_tool_sandbox import convert
+from agentflow_tool_sandbox import convert, egress
 from agentflow_tool_sandbox.arguments import args_digest, validate_arguments
 from agentflow_tool_sandbox.events import Result
 from agentflow_tool_sandbox.executions import Executions
@@ -73,6 +73,7 @@ class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
             problems.append(("idempotency_key", f"at most {MAX_IDEMPOTENCY_KEY} characters"))
         if problems:
             raise InvalidArgument("the arguments do not match the tool's input schema", violations=problems)
+        egress.bind_step(request.run, request.step_id)  # names them in the audit of its egress attempts
         result: Result | None = None
         ended = "cancelled"
         try:

@@ -10,17 +10,20 @@ import socket
 import sys
 import textwrap
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from agentflow_runtime import context
 from agentflow_runtime.audit import AuditSink
-from agentflow_tool_sandbox.egress import EgressGrant, EgressProxy, EgressSession
+from agentflow_tool_sandbox.bwrap import BwrapConfig, BwrapRunner
+from agentflow_tool_sandbox.egress import FORWARDER, EgressGrant, EgressProxy, EgressSession, bind_step
 from agentflow_tool_sandbox.egress_policy import allow_list
+from agentflow_tool_sandbox.events import Chunk, Result
 from agentflow_tool_sandbox.executor import ProcessRunner
-from agentflow_tool_sandbox.spec import ProcessSpec
+from agentflow_tool_sandbox.probe import probe
+from agentflow_tool_sandbox.spec import EgressRule, Permissions, ProcessSpec
 
 from .conftest import SAFETY_TIMEOUT, collect, limits, stdout_of
 
@@ -250,11 +253,14 @@ async def test_the_forwarder_reaches_the_proxy_from_a_sandbox_without_network(
                 print("direct:", exc.strerror)
     """)
     async with EgressProxy(audit).session(grant(origin)) as session:
-        egress = session.sandbox()
+        # The forwarder at its host path (visible through `--ro-bind / /`); the socket's directory where a
+        # sandbox backend mounts it.
+        egress = replace(session.sandbox(), forwarder=str(FORWARDER))
         argv = [str(BWRAP), "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
         argv += ["--clearenv", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/run"]
-        for host_path, sandbox_path in egress.binds:
-            argv += ["--bind", host_path, sandbox_path]
+        for host_path, sandbox_path, writable in egress.binds:
+            if sandbox_path != egress.forwarder:
+                argv += ["--bind" if writable else "--ro-bind", host_path, sandbox_path]
         for name, value in egress.env.items():
             argv += ["--setenv", name, value]
         argv += egress.wrap(sys.executable, [sys.executable, "-c", source, str(origin)])
@@ -276,3 +282,48 @@ async def test_the_forwarder_reaches_the_proxy_from_a_sandbox_without_network(
         ("ok", "CONNECT"),
         ("denied", "GET"),
     ]
+
+
+@pytest.mark.skipif(BWRAP is None, reason="bubblewrap is not installed")
+async def test_the_bubblewrap_backend_gives_a_profile_with_hosts_the_proxy_and_nothing_else(
+    origin: int, audit: RecordingAudit, tmp_path: Path
+) -> None:
+    """Through `EgressProvider`: the backend's own sandbox (own uid, rlimits, no network), our proxy."""
+    runner = BwrapRunner(BwrapConfig(egress=EgressProxy(audit, root=tmp_path / "egress")))
+    runner.mark_available(await probe(runner))
+    assert runner.unavailable is None, runner.unavailable
+    source = fetch_source() + textwrap.dedent("""
+        import socket
+        try:
+            socket.create_connection(("192.0.2.1", 80), timeout=5).close()
+            print("direct: connected")
+        except OSError as exc:
+            print("direct:", exc.strerror)
+    """)
+    tool = ProcessSpec(("{python}", "-c", source, str(origin)))
+    permissions = Permissions(egress=(EgressRule("127.0.0.1", origin),))
+
+    async def call() -> tuple[list[Chunk], Result]:  # its own task: the bound step ends with it
+        bind_step("runs/r9", "fetch-step")
+        with context.bound(context.CallContext(tenant="acme", principal="bob")):
+            return await collect(
+                runner.execute(tool, limits(), {}, permissions=permissions, tool_id="fetcher")
+            )
+
+    chunks, result = await asyncio.create_task(call())
+    assert result.exit_code == 0, result.stderr
+    first, direct = stdout_of(chunks).decode().splitlines()
+    seen = json.loads(first)
+    assert seen["proxy"] == "http://127.0.0.1:3128"
+    assert seen["plain"] == "origin saw GET /plain HTTP/1.1"
+    assert seen["tunnelled"] == "origin saw GET /tunnelled HTTP/1.1"
+    assert seen["refused"] == 403
+    assert direct == "direct: Network is unreachable"
+    assert [(e.outcome, e.details["method"], e.details["host"]) for e in audit.events] == [
+        ("ok", "GET", "127.0.0.1"),
+        ("ok", "CONNECT", "127.0.0.1"),
+        ("denied", "GET", "example.com"),
+    ]
+    assert {(e.tenant, e.principal, e.resource) for e in audit.events} == {("acme", "bob", "tools/fetcher")}
+    assert {(e.details["run"], e.details["step_id"]) for e in audit.events} == {("runs/r9", "fetch-step")}
+    assert not list((tmp_path / "egress").iterdir())  # the call's socket is gone with the call
