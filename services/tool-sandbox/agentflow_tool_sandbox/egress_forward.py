@@ -11,9 +11,9 @@ does). It is only a pipe: every decision is the proxy's, outside the sandbox. St
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
+import selectors
 import socket
 import sys
 
@@ -22,34 +22,109 @@ PIPE_BYTES = 64 * 1024
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
 
-async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(PIPE_BYTES):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except OSError:
-        writer.close()
+class Flow:
+    """One direction of a forwarded connection: bytes read from `src` waiting to be written to `dst`."""
+
+    def __init__(self, src: socket.socket, dst: socket.socket) -> None:
+        self.src, self.dst = src, dst
+        self.pending = b""
+        self.eof = False
 
 
-async def bridge(path: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        up_reader, up_writer = await asyncio.open_unix_connection(path)
-    except OSError:
-        writer.close()
-        return
-    try:
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-    finally:
-        up_writer.close()
-        writer.close()
+class Forwarder:
+    """A single-threaded select loop (cheap to start: no asyncio, no threads counted against the tool's
+    process limit) copying every connection accepted on `listener` to a new connection to `path`."""
 
+    def __init__(self, listener: socket.socket, path: str) -> None:
+        self.listener, self.path = listener, path
+        self.selector = selectors.DefaultSelector()
+        self.flows: dict[socket.socket, tuple[Flow, Flow]] = {}  # socket -> (flow out of it, flow into it)
+        self.masks: dict[socket.socket, int] = {}
+        listener.setblocking(False)
+        self.selector.register(listener, selectors.EVENT_READ)
 
-async def serve(listener: socket.socket, path: str) -> None:
-    server = await asyncio.start_server(lambda r, w: bridge(path, r, w), sock=listener)
-    async with server:
-        await server.serve_forever()
+    def run(self) -> None:
+        while True:
+            for key, events in self.selector.select():
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if sock is self.listener:
+                    self.accept()
+                elif sock in self.flows:
+                    self.step(sock, events)
+
+    def accept(self) -> None:
+        try:
+            client, _ = self.listener.accept()
+        except OSError:
+            return
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            upstream.connect(self.path)
+        except OSError:
+            client.close()
+            upstream.close()
+            return
+        for sock in (client, upstream):
+            sock.setblocking(False)
+        up, down = Flow(client, upstream), Flow(upstream, client)
+        self.flows[client], self.flows[upstream] = (up, down), (down, up)
+        for sock in (client, upstream):
+            self.watch(sock)
+
+    def step(self, sock: socket.socket, events: int) -> None:
+        out, into = self.flows[sock]
+        try:
+            if events & selectors.EVENT_READ:
+                data = sock.recv(PIPE_BYTES)
+                if data:
+                    out.pending = data
+                else:
+                    out.eof = True
+                    if not out.pending:
+                        out.dst.shutdown(socket.SHUT_WR)
+            if events & selectors.EVENT_WRITE and into.pending:
+                sent = sock.send(into.pending)
+                into.pending = into.pending[sent:]
+                if not into.pending and into.eof:
+                    sock.shutdown(socket.SHUT_WR)
+        except BlockingIOError:
+            pass
+        except OSError:
+            self.close(sock)
+            return
+        if out.eof and into.eof and not out.pending and not into.pending:
+            self.close(sock)
+            return
+        for each in (out.src, out.dst):
+            self.watch(each)
+
+    def watch(self, sock: socket.socket) -> None:
+        """Wait for what `sock` can do next: read once its last bytes went out, write while some wait."""
+        out, into = self.flows[sock]
+        events = 0
+        if not out.pending and not out.eof:
+            events |= selectors.EVENT_READ
+        if into.pending:
+            events |= selectors.EVENT_WRITE
+        registered = self.masks.get(sock, 0)
+        if events == registered:
+            return
+        if not registered:
+            self.selector.register(sock, events)
+        elif not events:
+            self.selector.unregister(sock)
+        else:
+            self.selector.modify(sock, events)
+        self.masks[sock] = events
+
+    def close(self, sock: socket.socket) -> None:
+        out, _ = self.flows[sock]
+        for each in (out.src, out.dst):
+            self.flows.pop(each, None)
+            if self.masks.pop(each, 0):
+                self.selector.unregister(each)
+            each.close()
 
 
 def detach_and_serve(listener: socket.socket, path: str) -> None:
@@ -60,7 +135,7 @@ def detach_and_serve(listener: socket.socket, path: str) -> None:
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     with contextlib.suppress(BaseException):
-        asyncio.run(serve(listener, path))
+        Forwarder(listener, path).run()
     os._exit(0)
 
 

@@ -54,13 +54,17 @@ class RecordingAudit(AuditSink):
         )
 
 
+BIG = bytes(range(256)) * (16 * 1024)  # 4 MiB
+
+
 @pytest.fixture
 async def origin() -> AsyncIterator[int]:
     """An HTTP server on 127.0.0.1 that answers every request with its own request line."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        body = b"origin saw " + head.split(b"\r\n", 1)[0]
+        line = head.split(b"\r\n", 1)[0]
+        body = BIG if b" /big " in line else b"origin saw " + line
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
         )
@@ -207,7 +211,9 @@ FETCH = """
         refused = None
     except urllib.error.HTTPError as exc:
         refused = exc.code
-    print(json.dumps({"proxy": proxy, "plain": plain, "tunnelled": tunnelled, "refused": refused}))
+    big = len(urllib.request.urlopen(f"http://127.0.0.1:{port}/big", timeout=30).read())
+    seen = {"proxy": proxy, "plain": plain, "tunnelled": tunnelled, "refused": refused, "big": big}
+    print(json.dumps(seen))
 """
 
 
@@ -228,10 +234,12 @@ async def test_the_forwarder_gives_a_plain_process_the_proxy(
     assert seen["plain"] == "origin saw GET /plain HTTP/1.1"
     assert seen["tunnelled"] == "origin saw GET /tunnelled HTTP/1.1"
     assert seen["refused"] == 403
+    assert seen["big"] == len(BIG)  # 4 MiB through the forwarder and the proxy, nothing lost
     assert [(e.outcome, e.details["method"], e.details["host"]) for e in audit.events] == [
         ("ok", "GET", "127.0.0.1"),
         ("ok", "CONNECT", "127.0.0.1"),
         ("denied", "GET", "example.com"),
+        ("ok", "GET", "127.0.0.1"),
     ]
 
 
@@ -277,10 +285,12 @@ async def test_the_forwarder_reaches_the_proxy_from_a_sandbox_without_network(
     assert seen["refused"] == 403
     assert loopback == "direct: Connection refused"  # the sandbox's own loopback, not the host's
     assert outside == "direct: Network is unreachable"
+    assert seen["big"] == len(BIG)
     assert [(e.outcome, e.details["method"]) for e in audit.events] == [
         ("ok", "GET"),
         ("ok", "CONNECT"),
         ("denied", "GET"),
+        ("ok", "GET"),
     ]
 
 
@@ -319,10 +329,12 @@ async def test_the_bubblewrap_backend_gives_a_profile_with_hosts_the_proxy_and_n
     assert seen["tunnelled"] == "origin saw GET /tunnelled HTTP/1.1"
     assert seen["refused"] == 403
     assert direct == "direct: Network is unreachable"
+    assert seen["big"] == len(BIG)  # 4 MiB through the forwarder and the proxy, nothing lost
     assert [(e.outcome, e.details["method"], e.details["host"]) for e in audit.events] == [
         ("ok", "GET", "127.0.0.1"),
         ("ok", "CONNECT", "127.0.0.1"),
         ("denied", "GET", "example.com"),
+        ("ok", "GET", "127.0.0.1"),
     ]
     assert {(e.tenant, e.principal, e.resource) for e in audit.events} == {("acme", "bob", "tools/fetcher")}
     assert {(e.details["run"], e.details["step_id"]) for e in audit.events} == {("runs/r9", "fetch-step")}
