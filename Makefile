@@ -86,6 +86,7 @@ run: install ## Start the mesh, run the demo workflow through the REST edge, sto
 bench: install ## Load test the gRPC and REST paths
 	$(PY) loadtests/bench.py
 	$(PY) loadtests/runs_bench.py
+	$(PY) loadtests/sandbox_bench.py
 
 certs: install ## Generate the dev CA and per-service certificates
 	$(VENV)/bin/af certs init
