@@ -99,3 +99,27 @@ def test_bt_selector_falls_back_and_parallel_children_both_run(
             seq[("RUN_EVENT_TYPE_STEP_SUCCEEDED", "long-enough")]
             < seq[("RUN_EVENT_TYPE_STEP_STARTED", child)]
         )
+
+
+def test_sub_workflows_are_inlined_pinned_and_run(edge: str, settings: Settings) -> None:
+    token = dev_token(settings, tenant="default", role="developer")
+    headers = {"Authorization": f"Bearer {token}"}
+    plan = httpx.post(f"{edge}/v1/workflows/sub-research:compile", headers=headers, json={}, timeout=30)
+    assert plan.status_code == 200, plan.text
+    fan_out = httpx.get(f"{edge}/v1/workflows/fan-out", headers=headers, timeout=30).json()
+    steps = {s["id"]: s for s in plan.json()["steps"]}
+    assert steps["one/_input"]["params"]["workflow"] == "workflows/fan-out"
+    assert steps["one/_input"]["params"]["workflow_version"] == fan_out["version"]
+    assert steps["two/report"]["needs"] == ["two/count", "two/headline", "two/remember"]
+    assert steps["compare"]["needs"] == ["one", "two"]
+
+    final, _ = run_to_end(edge, token, "workflows/sub-research", {"first": "tides", "second": "reefs"})
+    assert final["state"] == "RUN_STATE_SUCCEEDED", final
+    states = {s["stepId"]: s["state"] for s in final["steps"]}
+    assert states["one/critique"] == "STEP_STATE_SKIPPED"
+    assert states["two/critique"] == "STEP_STATE_SUCCEEDED"
+    assert states["one/report"] == states["two/report"] == states["compare"] == "STEP_STATE_SUCCEEDED"
+    first, second = final["output"]["first"], final["output"]["second"]
+    assert first["critique"] == "not requested" and second["critique"] != "not requested"
+    assert first["words"] > 0 and second["words"] > 0
+    assert final["output"]["words"] == len(f"{first['report']} {second['report']}".split())

@@ -107,6 +107,9 @@ def _leaf(
         known = ", ".join(k.value for k in StepKind)
         out.add(f"{path}.kind", f"unknown step kind {kind!r} (known: {known})")
         return step_id
+    if kind == StepKind.WORKFLOW.value:
+        out.add(f"{path}.kind", "a sub-workflow is a dag step; a tree leaf cannot be one")
+        return step_id
     for key in _LEAF_FORBIDDEN:
         if key in node:
             out.add(f"{path}.{key}", "not allowed in a behavior tree (the tree's shape decides it)")

@@ -279,7 +279,7 @@ def _dag_steps(
         if not isinstance(step, Mapping):
             continue
         path = f"steps[{i}]"
-        step_kind = step.get("kind")
+        step_kind = step.get("kind", StepKind.WORKFLOW.value if "workflow" in step else None)
         if step_kind not in {k.value for k in StepKind}:
             known_kinds = ", ".join(k.value for k in StepKind)
             out.add(f"{path}.kind", f"unknown step kind {step_kind!r} (known: {known_kinds})")

@@ -149,6 +149,9 @@ def _states(
                 f"{path}.kind", f"unknown step kind {kind!r} (known: {', '.join(k.value for k in StepKind)})"
             )
             continue
+        if kind == StepKind.WORKFLOW.value:
+            out.add(f"{path}.kind", "a sub-workflow is a dag step; an fsm state cannot be one")
+            continue
         fields = {k: v for k, v in spec.items() if k != "transitions" and k not in _NOT_ON_STATES}
         params = normalize_params(StepKind(kind), fields, path, out)
         own = {k: v for k, v in fields.items() if k not in COMMON_FIELDS}

@@ -18,6 +18,7 @@ from .agent_catalog import AgentCatalog
 from .agent_pins import pin_agents
 from .compiler import Plan, compile_plan
 from .definition import WorkflowDefinition, check_definition
+from .subworkflows import inline_workflows
 from .version_cache import VersionCache
 from .violations import Violation
 
@@ -80,8 +81,28 @@ class WorkflowRegistry:
         self._cache = cache or VersionCache()
         self.agents = agents or AgentCatalog()
 
-    def _checked(self, source: str | Mapping[str, Any] | None) -> WorkflowDefinition:
+    async def validate(
+        self, tenant: str, source: str | Mapping[str, Any] | None, workflow_id: str = ""
+    ) -> Validation:
+        """`validate`, then the sub-workflows inlined (`subworkflows`); never raises for bad input."""
         checked = validate(source, self.agents)
+        if checked.definition is None:
+            return checked
+        workflow_id = workflow_id or checked.definition.id
+
+        async def load(ref_id: str, version: int) -> tuple[Plan, dict[str, Any] | None]:
+            record, plan = await self._version(tenant, ref_id, version)
+            return plan, record.definition.get("input")
+
+        inlined, violations = await inline_workflows(checked.definition, workflow_id, load)
+        if inlined is None:
+            return Validation(None, tuple(violations), None)
+        return Validation(inlined, (), compile_plan(inlined, workflow_id=workflow_id))
+
+    async def _checked(
+        self, tenant: str, source: str | Mapping[str, Any] | None, workflow_id: str = ""
+    ) -> WorkflowDefinition:
+        checked = await self.validate(tenant, source, workflow_id)
         if checked.definition is None:
             violations = [(v.field, v.description) for v in checked.violations]
             first = checked.violations[0]
@@ -122,7 +143,7 @@ class WorkflowRegistry:
         async with self._db.connect() as conn:
             current = await store.get_workflow(conn, tenant=tenant, workflow_id=workflow_id)
         new_definition = source if source and (not mask or mask & {"source", "definition"}) else None
-        definition = self._checked(new_definition or current.definition)
+        definition = await self._checked(tenant, new_definition or current.definition, workflow_id)
         if not mask:
             display_name = display_name or current.display_name
             description = description or current.description
@@ -153,13 +174,13 @@ class WorkflowRegistry:
         description: str = "",
     ) -> store.StoredWorkflow:
         """Stores version 1 of a new workflow; InvalidArgument lists every violation."""
-        definition = self._checked(source)
-        workflow_id = workflow_id or definition.id
-        if not WORKFLOW_ID.fullmatch(workflow_id):
+        if workflow_id and not WORKFLOW_ID.fullmatch(workflow_id):
             raise InvalidArgument(
                 f"{workflow_id!r} is not a valid workflow id",
                 violations=[("workflow_id", "1-63 lowercase letters, digits or '-', starting with a letter")],
             )
+        definition = await self._checked(tenant, source, workflow_id)
+        workflow_id = workflow_id or definition.id
         plan = compile_plan(definition, version=1, workflow_id=workflow_id)
         async with self._db.begin() as conn:
             record = await store.create_workflow(
@@ -217,6 +238,10 @@ class WorkflowRegistry:
             try:
                 await self.create(tenant, checked.definition.document)
             except AlreadyExists:
+                continue
+            except InvalidArgument as exc:  # e.g. a sub-workflow the tenant lacks
+                problems = "; ".join(f"{field}: {text}" for field, text in exc.violations)
+                log.warning("skipping catalog workflow %s: %s", path, problems)
                 continue
             created.append(checked.definition.id)
         return created

@@ -14,7 +14,7 @@ from typing_extensions import override
 
 from .convert import plan_to_proto, source_of, violation_to_proto, workflow_to_proto
 from .estimate import estimate
-from .registry import WorkflowRegistry, parse_workflow_name, validate
+from .registry import WorkflowRegistry, parse_workflow_name
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -84,7 +84,7 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
     async def ValidateWorkflow(
         self, request: workflows_pb2.ValidateWorkflowRequest, context_: Ctx
     ) -> workflows_pb2.ValidateWorkflowResponse:
-        checked = validate(source_of(request.workflow), self._registry.agents)
+        checked = await self._registry.validate(context.current().tenant, source_of(request.workflow))
         response = workflows_pb2.ValidateWorkflowResponse(
             valid=checked.plan is not None,
             violations=[violation_to_proto(v) for v in checked.violations],

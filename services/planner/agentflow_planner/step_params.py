@@ -16,12 +16,15 @@ agent   `agent` (an agent of `catalog/agents/`), `input` (template): the first u
 value   a pure step, no call: `value` (any JSON, strings may be templates) is its output; optional `require`
         (a boolean or template) fails the step (FAILED_PRECONDITION) when false, with `message`. The fsm and
         bt compilers build their routing and composite nodes from value steps.
+workflow `workflow` (`<id>` or `<id>@<version>`, another workflow of the tenant), optional `input` (an object,
+        values may be templates): the sub-workflow's run input. Inlined by `subworkflows` (dag only).
 
 Integer parameters accept a whole `{{ ... }}` template in place of a number.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
@@ -30,7 +33,10 @@ from agentflow_runtime.names import AGENT_NAME, TOOL_ID
 
 from .violations import Violations
 
-__all__ = ["COMMON_FIELDS", "RETRY_FIELDS", "StepKind", "normalize_params"]
+__all__ = ["COMMON_FIELDS", "RETRY_FIELDS", "WORKFLOW_REF", "StepKind", "normalize_params"]
+
+WORKFLOW_REF = re.compile(r"(?P<id>[a-z][a-z0-9-]{0,62})(?:@(?P<version>[1-9][0-9]{0,8}))?")
+"""A sub-workflow reference: `<id>` or `<id>@<version>`."""
 
 COMMON_FIELDS = frozenset(
     {"id", "kind", "needs", "description", "timeout_seconds", "retry", "when", "on_error", "join"}
@@ -83,6 +89,8 @@ class StepKind(StrEnum):
     MEMORY = "memory"
     AGENT = "agent"
     VALUE = "value"
+    WORKFLOW = "workflow"
+    """A sub-workflow: inlined into the plan by `subworkflows`, never a plan step itself."""
 
 
 def _is_whole_template(value: Any) -> bool:
@@ -221,6 +229,18 @@ def _value(params: Mapping[str, Any], path: str, out: Violations) -> dict[str, A
     return result
 
 
+def _workflow(params: Mapping[str, Any], path: str, out: Violations) -> dict[str, Any]:
+    _unknown(params, frozenset({"workflow", "input"}), path, "workflow", out)
+    ref = params.get("workflow")
+    if not isinstance(ref, str) or not WORKFLOW_REF.fullmatch(ref):
+        out.add(f"{path}.workflow", "must be a workflow id, with an optional version: <id> or <id>@<version>")
+    run_input = params.get("input", {})
+    if not isinstance(run_input, Mapping):
+        out.add(f"{path}.input", "must be an object: the sub-workflow's input (values may be templates)")
+        run_input = {}
+    return {"workflow": ref, "input": dict(run_input)}
+
+
 def _number(value: Any, field: str, out: Violations, low: float, high: float, *, open_low: bool) -> bool:
     ok = not isinstance(value, bool) and isinstance(value, int | float)
     if ok:
@@ -295,6 +315,7 @@ _NORMALIZERS: dict[StepKind, Callable[[Mapping[str, Any], str, Violations], dict
     StepKind.MEMORY: _memory,
     StepKind.AGENT: _agent,
     StepKind.VALUE: _value,
+    StepKind.WORKFLOW: _workflow,
 }
 
 

@@ -157,7 +157,10 @@ def test_every_problem_is_listed_at_once() -> None:
             "retry and timeout decorators wrap a leaf step, not a composite or a condition",
         ),
         ("root.sequence[5].success", "must be one of all, one"),
-        ("root.sequence[6].kind", "unknown step kind 'widget' (known: model, tool, memory, agent, value)"),
+        (
+            "root.sequence[6].kind",
+            "unknown step kind 'widget' (known: model, tool, memory, agent, value, workflow)",
+        ),
         ("root.sequence[7].needs", "not allowed in a behavior tree (the tree's shape decides it)"),
         (
             "root.sequence[7].arguments.text",

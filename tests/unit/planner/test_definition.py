@@ -63,7 +63,7 @@ output: "{{ steps.zz.output | bogus }}"
         "steps[0].needs[0]": "unknown step 'x'",
         "steps[0].prompt": "template 'input.nope': input field 'nope' is not declared",
         "steps[1].tool": "a tool step needs `tool`, the name of a registered tool",
-        "steps[2].kind": "unknown step kind 'widget' (known: model, tool, memory, agent, value)",
+        "steps[2].kind": "unknown step kind 'widget' (known: model, tool, memory, agent, value, workflow)",
         "steps[3].text": "a memory put step needs `text`",
         "steps[4].memory_id": "a memory get step needs `memory_id`",
         "steps[4].text": problems["steps[4].text"],
