@@ -170,6 +170,8 @@ def _bound(value: Any, out: Violations) -> int:
     if value is None:
         out.add("max_transitions", "is required: the most transitions a run may take (1-100)")
         return 0
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # a Struct (JSON) definition carries every number as a double
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TRANSITIONS:
         out.add("max_transitions", f"must be an integer from 1 to {MAX_TRANSITIONS}")
         return 0

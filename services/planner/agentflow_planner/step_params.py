@@ -275,6 +275,8 @@ def _retry(value: Any, path: str, out: Violations) -> dict[str, Any] | None:
     ok = True
     if "max_attempts" in value:
         attempts = value["max_attempts"]
+        if isinstance(attempts, float) and attempts.is_integer():
+            attempts = int(attempts)  # a Struct (JSON) definition carries every number as a double
         if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 100:
             out.add(f"{path}.max_attempts", "must be an integer from 1 to 100")
             ok = False
