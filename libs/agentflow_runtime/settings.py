@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         description="tool sandbox: `bwrap` (isolated, default) or `process` (UNSAFE, development only)",
     )
     sandbox_bwrap: str = Field("bwrap", description="the bubblewrap executable the tool sandbox runs")
+    sandbox_api_path_roots: list[str] = Field(
+        default_factory=list, description="host paths below which API-registered tools may be granted paths"
+    )
+    sandbox_api_env: list[str] = Field(
+        default_factory=list, description="host variables API-registered tools may be granted"
+    )
     tracing: bool = Field(True, description="OpenTelemetry spans on every RPC (server and client)")
 
     @classmethod

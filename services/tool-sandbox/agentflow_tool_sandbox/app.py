@@ -26,6 +26,7 @@ from agentflow_tool_sandbox.probe import probe
 from agentflow_tool_sandbox.registry import Registry
 from agentflow_tool_sandbox.servicer import ToolServicer
 from agentflow_tool_sandbox.store import ExecutionStore, ToolStore, metadata
+from agentflow_tool_sandbox.validation import Delegation
 
 log = logging.getLogger("agentflow.tool_sandbox")
 
@@ -62,7 +63,10 @@ class ToolSandboxService:
             runtime.not_serving.add(tools_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name)
         launch = LaunchConfig(scratch_root=self._settings.data_dir / "mcp-scratch")
         mcp = self._mcp = McpServers(mcp_store.McpStore(self._db.engine), mcp_catalog, launch)
-        registry = Registry(ToolStore(self._db.engine), catalog, imported=mcp)
+        delegation = Delegation(
+            path_roots=tuple(self._settings.sandbox_api_path_roots), env=tuple(self._settings.sandbox_api_env)
+        )
+        registry = Registry(ToolStore(self._db.engine), catalog, imported=mcp, delegation=delegation)
         executions = self._executions = Executions(runner, ExecutionStore(self._db.engine), mcp=mcp)
         tools = ToolServicer(registry, executions, runtime.audit)
         tools_pb2_grpc.add_ToolServiceServicer_to_server(tools, server)

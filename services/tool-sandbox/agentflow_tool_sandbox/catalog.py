@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from agentflow_tool_sandbox.spec import ORIGIN_CATALOG, Limits, Permissions, ProcessSpec, ToolSpec
-from agentflow_tool_sandbox.validation import Violation, validate_tool
+from agentflow_tool_sandbox.spec import ORIGIN_CATALOG, EgressRule, Limits, Permissions, ProcessSpec, ToolSpec
+from agentflow_tool_sandbox.validation import Violation, valid_host, validate_tool
 
 TOOL_DIR_PLACEHOLDER = "{tool_dir}"
-TOP_LEVEL_FIELDS = frozenset({"id", "description", "input_schema", "process", "limits"})
+TOP_LEVEL_FIELDS = frozenset({"id", "description", "input_schema", "process", "limits", "profile"})
 PROCESS_FIELDS = frozenset({"command", "env"})
 LIMIT_FIELDS: dict[str, bool] = {
     "wall_time_seconds": True,
@@ -20,7 +21,9 @@ LIMIT_FIELDS: dict[str, bool] = {
     "memory_bytes": False,
     "output_bytes": False,
 }
-"""Each limit field and whether it may be fractional."""
+"""Each limit field of `limits:` and whether it may be fractional."""
+PROFILE_LIMIT_FIELDS: dict[str, bool] = {**LIMIT_FIELDS, "max_processes": False}
+PROFILE_LIST_FIELDS = ("read_only_paths", "writable_paths", "env")
 
 
 class CatalogError(Exception):
@@ -75,18 +78,34 @@ def parse_tool(document: Any, *, tool_dir: Path) -> tuple[ToolSpec | None, list[
         problems.append(("input_schema", "must be a mapping (a JSON schema)"))
         schema = {}
     process = _process(document.get("process"), tool_dir, problems)
-    limits = _limits(document.get("limits", {}), problems)
+    legacy = _limit_values(document.get("limits", {}), "limits", LIMIT_FIELDS, problems)
+    raw_profile = document.get("profile", {})
+    if not isinstance(raw_profile, Mapping):
+        problems.append(("profile", "must be a mapping"))
+        raw_profile = {}
+    known = {*PROFILE_LIMIT_FIELDS, *PROFILE_LIST_FIELDS, "egress"}
+    problems.extend((f"profile.{k}", "unknown field") for k in raw_profile if k not in known)
+    caps = {k: v for k, v in raw_profile.items() if k in PROFILE_LIMIT_FIELDS}
+    values = _limit_values(caps, "profile", PROFILE_LIMIT_FIELDS, problems)
+    problems.extend(
+        (f"profile.{k}", "also given in `limits`: give each limit once") for k in values if k in legacy
+    )
+    permissions = _permissions(raw_profile, problems)
     spec = ToolSpec(
         tool_id=tool_id,
         description=description,
         input_schema=dict(schema),
         process=process,
-        limits=limits,
-        permissions=Permissions(read_only_paths=(str(tool_dir),)),
+        limits=Limits(**{**legacy, **values}),
+        permissions=permissions,
         origin=ORIGIN_CATALOG,
     )
-    problems.extend(validate_tool(spec, id_field="id"))
-    return (None if problems else spec), problems
+    problems.extend(validate_tool(spec, id_field="id", limits_field="profile" if values else "limits"))
+    if problems:
+        return None, problems
+    # A catalog tool always reads its own directory (its scripts live there).
+    readable = (str(tool_dir), *permissions.read_only_paths)
+    return replace(spec, permissions=replace(permissions, read_only_paths=readable)), problems
 
 
 def _string(document: Mapping[str, Any], key: str, field: str, problems: list[Violation]) -> str:
@@ -125,22 +144,64 @@ def _process(raw: Any, tool_dir: Path, problems: list[Violation]) -> ProcessSpec
     return ProcessSpec(command=tuple(argv), env=clean)
 
 
-def _limits(raw: Any, problems: list[Violation]) -> Limits:
+def _limit_values(
+    raw: Any, section: str, fields: Mapping[str, bool], problems: list[Violation]
+) -> dict[str, Any]:
+    """The limit values given in a `limits:` or `profile:` mapping (only those given)."""
     if not isinstance(raw, Mapping):
-        problems.append(("limits", "must be a mapping"))
-        return Limits()
-    problems.extend((f"limits.{k}", "unknown field") for k in raw if k not in LIMIT_FIELDS)
+        problems.append((section, "must be a mapping"))
+        return {}
+    if section == "limits":
+        problems.extend((f"limits.{k}", "unknown field") for k in raw if k not in fields)
     values: dict[str, Any] = {}
-    for key, fractional in LIMIT_FIELDS.items():
+    for key, fractional in fields.items():
         if key not in raw:
             continue
         value = raw[key]
         if isinstance(value, bool) or not isinstance(value, int | float):
-            problems.append((f"limits.{key}", "must be a number"))
+            problems.append((f"{section}.{key}", "must be a number"))
         elif fractional:
             values[key] = float(value)
         elif isinstance(value, int):
             values[key] = value
         else:
-            problems.append((f"limits.{key}", "must be an integer"))
-    return Limits(**values)
+            problems.append((f"{section}.{key}", "must be an integer"))
+    return values
+
+
+def _permissions(raw: Mapping[str, Any], problems: list[Violation]) -> Permissions:
+    """The egress rules, paths and variable names of a `profile:` mapping (shape only; see validation)."""
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in PROFILE_LIST_FIELDS:
+        value = raw.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            problems.append((f"profile.{key}", "must be a list of strings"))
+            value = []
+        lists[key] = tuple(value)
+    rules: list[EgressRule] = []
+    egress = raw.get("egress", [])
+    if not isinstance(egress, list):
+        problems.append(("profile.egress", "must be a list of {host, port} mappings"))
+        egress = []
+    for index, rule in enumerate(egress):
+        where = f"profile.egress[{index}]"
+        if not isinstance(rule, Mapping) or set(rule) != {"host", "port"}:
+            problems.append((where, "must be a mapping with exactly `host` and `port`"))
+            continue
+        # Checked here in full (not left to `validate_tool`), so the reported indexes are the file's.
+        host, port = rule["host"], rule["port"]
+        valid = True
+        if not isinstance(host, str) or not valid_host(host):
+            problems.append((f"{where}.host", "must be a DNS name or an IP literal (no wildcards, no port)"))
+            valid = False
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            problems.append((f"{where}.port", "must be an integer between 1 and 65535"))
+            valid = False
+        if valid:
+            rules.append(EgressRule(host=host, port=port))
+    return Permissions(
+        egress=tuple(rules),
+        read_only_paths=lists["read_only_paths"],
+        writable_paths=lists["writable_paths"],
+        env=lists["env"],
+    )

@@ -38,8 +38,21 @@ class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
 
     async def CreateTool(self, request: tools_pb2.CreateToolRequest, ctx: Ctx) -> tools_pb2.Tool:
         tool = convert.tool_from_proto(request.tool_id, request.tool)
-        created = await self.registry.create(context.current().tenant, tool)
+        field = convert.limits_field(request.tool)
+        created = await self.registry.create(context.current().tenant, tool, limits_field=field)
         return convert.tool_to_proto(created)
+
+    async def UpdateTool(self, request: tools_pb2.UpdateToolRequest, ctx: Ctx) -> tools_pb2.Tool:
+        tool_id = _tool_id(request.tool.name, field="tool.name")
+        changed = convert.tool_from_proto(tool_id, request.tool)
+        tenant = context.current().tenant
+        mask = list(request.update_mask.paths)
+        field = convert.limits_field(request.tool)
+        updated = await self.registry.update(tenant, changed, mask, limits_field=field)
+        self.audit.record(
+            "tool.update", updated.name, "ok", details={"fields": list(request.update_mask.paths)}
+        )
+        return convert.tool_to_proto(updated)
 
     async def GetTool(self, request: tools_pb2.GetToolRequest, ctx: Ctx) -> tools_pb2.Tool:
         tool = await self.registry.get(context.current().tenant, _tool_id(request.name))
@@ -134,8 +147,8 @@ class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
         self.audit.record("tool.execute", resource, outcome, details=details)
 
 
-def _tool_id(name: str) -> str:
+def _tool_id(name: str, field: str = "name") -> str:
     tool_id = tool_id_from_name(name)
     if tool_id is None:
-        raise InvalidArgument(f"{name!r} is not a tool name", violations=[("name", "must be tools/{tool}")])
+        raise InvalidArgument(f"{name!r} is not a tool name", violations=[(field, "must be tools/{tool}")])
     return tool_id

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentflow_tool_sandbox.events import Result, Usage
-from agentflow_tool_sandbox.spec import ORIGIN_API, Limits, ProcessSpec, ToolSpec
+from agentflow_tool_sandbox.spec import ORIGIN_API, EgressRule, Limits, Permissions, ProcessSpec, ToolSpec
 
 metadata = MetaData()
 
@@ -47,6 +47,17 @@ tools = Table(
     Column("output_bytes", BigInteger, nullable=False),
     Column("create_time", UtcDateTime(), nullable=False),
 )
+
+tool_profiles = Table(
+    "tool_profiles",
+    metadata,
+    Column("tenant", String(128), primary_key=True),
+    Column("tool_id", String(63), primary_key=True),
+    Column("profile", JSON, nullable=False),
+)
+"""The rest of an API-registered tool's execution profile (grants, process cap): a table of its own, so
+existing `tools` tables need no migration. Written and removed with the tool's row; a tool without one has
+the deny-everything profile."""
 
 executions = Table(
     "executions",
@@ -104,20 +115,42 @@ class ToolStore:
         try:
             async with self.engine.begin() as conn:
                 await conn.execute(insert(tools).values(**row))
+                await conn.execute(insert(tool_profiles).values(**_profile_row(tenant, tool)))
         except IntegrityError:
             return False
         return True
 
+    async def replace(self, tenant: str, tool: ToolSpec) -> bool:
+        """Overwrite the tenant's tool `tool.tool_id` (its create time stays); False when there is none."""
+        where = and_(tools.c.tenant == tenant, tools.c.tool_id == tool.tool_id)
+        values = {
+            "description": tool.description,
+            "input_schema": dict(tool.input_schema),
+            "command": list(tool.process.command),
+            "env": dict(tool.process.env),
+            "wall_time_seconds": tool.limits.wall_time_seconds,
+            "cpu_seconds": tool.limits.cpu_seconds,
+            "memory_bytes": tool.limits.memory_bytes,
+            "output_bytes": tool.limits.output_bytes,
+        }
+        async with self.engine.begin() as conn:
+            if not (await conn.execute(update(tools).where(where).values(**values))).rowcount:
+                return False
+            profile_where = and_(tool_profiles.c.tenant == tenant, tool_profiles.c.tool_id == tool.tool_id)
+            await conn.execute(delete(tool_profiles).where(profile_where))
+            await conn.execute(insert(tool_profiles).values(**_profile_row(tenant, tool)))
+        return True
+
     async def get(self, tenant: str, tool_id: str) -> ToolSpec | None:
         """The tenant's tool `tool_id`, if any."""
-        query = select(tools).where(and_(tools.c.tenant == tenant, tools.c.tool_id == tool_id))
+        query = _with_profiles().where(and_(tools.c.tenant == tenant, tools.c.tool_id == tool_id))
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).first()
         return None if row is None else _tool(row)
 
     async def first(self, tenant: str, limit: int) -> list[ToolSpec]:
         """The tenant's first `limit` tools in id order."""
-        query = select(tools).where(tools.c.tenant == tenant).order_by(tools.c.tool_id).limit(limit)
+        query = _with_profiles().where(tools.c.tenant == tenant).order_by(tools.c.tool_id).limit(limit)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_tool(row) for row in rows]
@@ -125,8 +158,12 @@ class ToolStore:
     async def delete(self, tenant: str, tool_id: str) -> bool:
         """Remove the tenant's tool; False when there was none."""
         query = delete(tools).where(and_(tools.c.tenant == tenant, tools.c.tool_id == tool_id))
+        profile = delete(tool_profiles).where(
+            and_(tool_profiles.c.tenant == tenant, tool_profiles.c.tool_id == tool_id)
+        )
         async with self.engine.begin() as conn:
             deleted = (await conn.execute(query)).rowcount
+            await conn.execute(profile)
         return bool(deleted)
 
 
@@ -326,8 +363,30 @@ def result_from_json(data: dict[str, Any]) -> Result:
     )
 
 
+def _with_profiles() -> Any:
+    """Tools with their profile rows (absent for a tool stored before profiles existed)."""
+    joined = tools.outerjoin(
+        tool_profiles,
+        and_(tool_profiles.c.tenant == tools.c.tenant, tool_profiles.c.tool_id == tools.c.tool_id),
+    )
+    return select(tools, tool_profiles.c.profile).select_from(joined)
+
+
+def _profile_row(tenant: str, tool: ToolSpec) -> dict[str, Any]:
+    permissions = tool.permissions
+    profile = {
+        "egress": [{"host": r.host, "port": r.port} for r in permissions.egress],
+        "read_only_paths": list(permissions.read_only_paths),
+        "writable_paths": list(permissions.writable_paths),
+        "env": list(permissions.env),
+        "max_processes": tool.limits.max_processes,
+    }
+    return {"tenant": tenant, "tool_id": tool.tool_id, "profile": profile}
+
+
 def _tool(row: Row[Any]) -> ToolSpec:
     created: datetime = row.create_time
+    profile: dict[str, Any] = row.profile or {}
     return ToolSpec(
         tool_id=row.tool_id,
         description=row.description,
@@ -338,6 +397,13 @@ def _tool(row: Row[Any]) -> ToolSpec:
             cpu_seconds=row.cpu_seconds,
             memory_bytes=row.memory_bytes,
             output_bytes=row.output_bytes,
+            max_processes=int(profile.get("max_processes", 0)),
+        ),
+        permissions=Permissions(
+            egress=tuple(EgressRule(str(r["host"]), int(r["port"])) for r in profile.get("egress", [])),
+            read_only_paths=tuple(profile.get("read_only_paths", [])),
+            writable_paths=tuple(profile.get("writable_paths", [])),
+            env=tuple(profile.get("env", [])),
         ),
         origin=ORIGIN_API,
         create_time=created,

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from agentflow_tool_sandbox.spec import (
     MAX_CPU_SECONDS,
     MAX_MEMORY_BYTES,
     MAX_OUTPUT_BYTES,
+    MAX_PROCESSES,
     MAX_WALL_TIME_SECONDS,
     TOOL_ID_PATTERN,
     Limits,
+    Permissions,
     ToolSpec,
 )
 
@@ -21,10 +26,43 @@ Violation = tuple[str, str]
 
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SCHEMA_TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
+HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+MIN_MEMORY_BYTES = 16 * 1024 * 1024
+"""Below this no interpreter starts: a smaller (non-zero) memory cap is a mistake, not a limit."""
+MAX_PROFILE_ENTRIES = 64
+RESERVED_ENV_PREFIX = "AF_"
+"""The service's own configuration (database URL, JWT secret, ...): never passed to a tool."""
+NEVER_BOUND = ("/proc", "/sys", "/dev")
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/boot")
+"""Read-only already (or never writable): a writable grant below them is refused."""
 
 
-def validate_tool(spec: ToolSpec, *, id_field: str = "tool_id", prefix: str = "") -> list[Violation]:
-    """Every problem with `spec`; field paths are `prefix` + the Tool message's field names."""
+@dataclass(frozen=True)
+class Delegation:
+    """What the operator lets API-registered tools ask for (catalog tools, the operator's own, may ask
+    for any valid path or variable): host paths below `path_roots`, variables named in `env`."""
+
+    path_roots: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+
+
+NOTHING_DELEGATED = Delegation()
+
+
+def validate_tool(
+    spec: ToolSpec,
+    *,
+    id_field: str = "tool_id",
+    prefix: str = "",
+    delegation: Delegation | None = None,
+    limits_field: str = "profile",
+) -> list[Violation]:
+    """Every problem with `spec`; field paths are `prefix` + the Tool message's field names, the caps'
+    under `limits_field` (`limits` when they came from the older `limits` field).
+
+    `delegation` limits the host paths and variables the profile may name (an API-registered tool);
+    None = any valid one (a catalog tool).
+    """
     problems: list[Violation] = []
     if not TOOL_ID_PATTERN.fullmatch(spec.tool_id):
         problems.append((id_field, f"must match {TOOL_ID_PATTERN.pattern}"))
@@ -36,8 +74,80 @@ def validate_tool(spec: ToolSpec, *, id_field: str = "tool_id", prefix: str = ""
         problems.append((f"{prefix}description", "required"))
     problems.extend(validate_schema(spec.input_schema, f"{prefix}input_schema"))
     problems.extend(_validate_process(spec, f"{prefix}process"))
-    problems.extend(_validate_limits(spec.limits, f"{prefix}limits"))
+    problems.extend(_validate_limits(spec.limits, f"{prefix}{limits_field}"))
+    problems.extend(validate_permissions(spec.permissions, f"{prefix}profile", delegation))
     return problems
+
+
+def validate_permissions(
+    permissions: Permissions, path: str, delegation: Delegation | None
+) -> list[Violation]:
+    """Problems with a profile's egress rules, paths and passed variables."""
+    problems: list[Violation] = []
+    for name, entries in (
+        ("egress", permissions.egress),
+        ("read_only_paths", permissions.read_only_paths),
+        ("writable_paths", permissions.writable_paths),
+        ("env", permissions.env),
+    ):
+        if len(entries) > MAX_PROFILE_ENTRIES:
+            problems.append((f"{path}.{name}", f"at most {MAX_PROFILE_ENTRIES} entries"))
+    for index, rule in enumerate(permissions.egress):
+        where = f"{path}.egress[{index}]"
+        if not valid_host(rule.host):
+            problems.append((f"{where}.host", "must be a DNS name or an IP literal (no wildcards, no port)"))
+        if not 1 <= rule.port <= 65535:
+            problems.append((f"{where}.port", "must be between 1 and 65535"))
+    for name, writable in (("read_only_paths", False), ("writable_paths", True)):
+        paths: Sequence[str] = getattr(permissions, name)
+        for index, value in enumerate(paths):
+            problem = _path_problem(value, writable=writable, delegation=delegation)
+            if problem is not None:
+                problems.append((f"{path}.{name}[{index}]", problem))
+    for index, name in enumerate(permissions.env):
+        where = f"{path}.env[{index}]"
+        if not ENV_NAME_PATTERN.fullmatch(name):
+            problems.append((where, "not a valid environment variable name"))
+        elif name.upper().startswith(RESERVED_ENV_PREFIX):
+            problems.append(
+                (where, f"`{RESERVED_ENV_PREFIX}*` variables configure the service and are never passed")
+            )
+        elif delegation is not None and name not in delegation.env:
+            problems.append((where, "not a variable the operator lets API-registered tools receive"))
+    return problems
+
+
+def valid_host(host: str) -> bool:
+    """A DNS name (labels of letters, digits and inner dashes; 253 characters at most) or an IP literal."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    return 0 < len(name) <= 253 and all(HOST_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def _path_problem(value: str, *, writable: bool, delegation: Delegation | None) -> str | None:
+    if not value.startswith("/"):
+        return "must be an absolute path"
+    if "\0" in value or any(part in (".", "..") for part in value.split("/")):
+        return "must not contain `.` or `..` components (or NUL)"
+    if posixpath.normpath(value) != value:
+        return "must be normalized (no `//`, no trailing `/`)"
+    if value == "/":
+        return "the whole host filesystem cannot be granted"
+    if _below(value, NEVER_BOUND):
+        return "/proc, /sys and /dev are the sandbox's own"
+    if writable and _below(value, SYSTEM_PATHS):
+        return "system paths are never writable"
+    if delegation is not None and not _below(value, delegation.path_roots):
+        return "not below a path the operator lets API-registered tools use"
+    return None
+
+
+def _below(path: str, roots: Sequence[str]) -> bool:
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
 def validate_schema(schema: Mapping[str, Any], path: str) -> list[Violation]:
@@ -91,8 +201,11 @@ def _validate_limits(limits: Limits, path: str) -> list[Violation]:
         "cpu_seconds": (limits.cpu_seconds, MAX_CPU_SECONDS),
         "memory_bytes": (limits.memory_bytes, MAX_MEMORY_BYTES),
         "output_bytes": (limits.output_bytes, MAX_OUTPUT_BYTES),
+        "max_processes": (limits.max_processes, MAX_PROCESSES),
     }
     for name, (value, maximum) in bounds.items():
         if value < 0 or value > maximum:
             problems.append((f"{path}.{name}", f"must be between 0 and {maximum}"))
+    if 0 < limits.memory_bytes < MIN_MEMORY_BYTES:
+        problems.append((f"{path}.memory_bytes", f"0 (the default) or at least {MIN_MEMORY_BYTES}"))
     return problems

@@ -22,7 +22,7 @@ input_schema:
 process:
   command: ["{tool_dir}/bin/echo.sh", "--flag"]
   env: {MODE: fast}
-limits: {wall_time_seconds: 2.5, cpu_seconds: 1, memory_bytes: 1000000, output_bytes: 100}
+limits: {wall_time_seconds: 2.5, cpu_seconds: 1, memory_bytes: 16777216, output_bytes: 100}
 """
 
 

@@ -75,9 +75,9 @@ async def test_invalid_tools_list_every_problem(registry: Registry) -> None:
         "tool_id",
         "tool.description",
         "tool.process.command",
-        "tool.limits.wall_time_seconds",
-        "tool.limits.memory_bytes",
-        "tool.limits.output_bytes",
+        "tool.profile.wall_time_seconds",
+        "tool.profile.memory_bytes",
+        "tool.profile.output_bytes",
     }
 
 

@@ -27,11 +27,12 @@ from agentflow.tools.v1 import mcp_pb2 as agentflow_dot_tools_dot_v1_dot_mcp__pb
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gentflow/tools/v1/tools.proto\x12\x12\x61gentflow.tools.v1\x1a agentflow/common/v1/common.proto\x1a\x1c\x61gentflow/tools/v1/mcp.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd0\x03\n\x04Tool\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08R\x04name\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\x12:\n\x0cinput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\x0binputSchema\x12\x39\n\x07process\x18\x04 \x01(\x0b\x32\x1f.agentflow.tools.v1.ProcessSpecR\x07process\x12;\n\x06limits\x18\x05 \x01(\x0b\x32#.agentflow.tools.v1.ExecutionLimitsR\x06limits\x12\x1c\n\x06origin\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03R\x06origin\x12\x41\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12\x39\n\x03mcp\x18( \x01(\x0b\x32!.agentflow.tools.v1.McpToolOriginB\x04\xe2\x41\x01\x03R\x03mcp\x12<\n\x06\x61\x63\x63\x65ss\x18) \x01(\x0b\x32\x1e.agentflow.tools.v1.ToolAccessB\x04\xe2\x41\x01\x03R\x06\x61\x63\x63\x65ss\"\x9b\x01\n\x0bProcessSpec\x12\x18\n\x07\x63ommand\x18\x01 \x03(\tR\x07\x63ommand\x12:\n\x03\x65nv\x18\x02 \x03(\x0b\x32(.agentflow.tools.v1.ProcessSpec.EnvEntryR\x03\x65nv\x1a\x36\n\x08\x45nvEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xa4\x01\n\x0f\x45xecutionLimits\x12*\n\x11wall_time_seconds\x18\x01 \x01(\x01R\x0fwallTimeSeconds\x12\x1f\n\x0b\x63pu_seconds\x18\x02 \x01(\x03R\ncpuSeconds\x12!\n\x0cmemory_bytes\x18\x03 \x01(\x03R\x0bmemoryBytes\x12!\n\x0coutput_bytes\x18\x04 \x01(\x03R\x0boutputBytes\"f\n\x11\x43reateToolRequest\x12\x32\n\x04tool\x18\x01 \x01(\x0b\x32\x18.agentflow.tools.v1.ToolB\x04\xe2\x41\x01\x02R\x04tool\x12\x1d\n\x07tool_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02R\x06toolId\"*\n\x0eGetToolRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\"N\n\x10ListToolsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"k\n\x11ListToolsResponse\x12.\n\x05tools\x18\x01 \x03(\x0b\x32\x18.agentflow.tools.v1.ToolR\x05tools\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"-\n\x11\x44\x65leteToolRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\"\xb9\x01\n\x12\x45xecuteToolRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\x12\x35\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\targuments\x12\'\n\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\x12\x10\n\x03run\x18\x04 \x01(\tR\x03run\x12\x17\n\x07step_id\x18\x05 \x01(\tR\x06stepId\"e\n\x1a\x43\x61ncelToolExecutionRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\x12-\n\x0fidempotency_key\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02R\x0eidempotencyKey\"3\n\x1b\x43\x61ncelToolExecutionResponse\x12\x14\n\x05state\x18\x01 \x01(\tR\x05state\"\x91\x01\n\x13\x45xecuteToolResponse\x12\x37\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1f.agentflow.tools.v1.OutputChunkH\x00R\x05\x63hunk\x12\x38\n\x06result\x18\x02 \x01(\x0b\x32\x1e.agentflow.tools.v1.ToolResultH\x00R\x06resultB\x07\n\x05\x65vent\"m\n\x0bOutputChunk\x12\x10\n\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x38\n\x06stream\x18\x02 \x01(\x0e\x32 .agentflow.tools.v1.OutputStreamR\x06stream\x12\x12\n\x04\x64\x61ta\x18\x03 \x01(\x0cR\x04\x64\x61ta\"\x82\x02\n\nToolResult\x12\x1b\n\texit_code\x18\x01 \x01(\x05R\x08\x65xitCode\x12\x1b\n\ttimed_out\x18\x02 \x01(\x08R\x08timedOut\x12\x1c\n\ttruncated\x18\x03 \x01(\x08R\ttruncated\x12.\n\x06output\x18\x04 \x01(\x0b\x32\x16.google.protobuf.ValueR\x06output\x12\x16\n\x06stderr\x18\x05 \x01(\tR\x06stderr\x12\x38\n\x05usage\x18\x06 \x01(\x0b\x32\".agentflow.common.v1.ResourceUsageR\x05usage\x12\x1a\n\x08replayed\x18\x07 \x01(\x08R\x08replayed*a\n\x0cOutputStream\x12\x1d\n\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\x18\n\x14OUTPUT_STREAM_STDOUT\x10\x01\x12\x18\n\x14OUTPUT_STREAM_STDERR\x10\x02\x32\xe2\x05\n\x0bToolService\x12\x66\n\nCreateTool\x12%.agentflow.tools.v1.CreateToolRequest\x1a\x18.agentflow.tools.v1.Tool\"\x17\x82\xd3\xe4\x93\x02\x11\"\t/v1/tools:\x04tool\x12\x63\n\x07GetTool\x12\".agentflow.tools.v1.GetToolRequest\x1a\x18.agentflow.tools.v1.Tool\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/{name=tools/*}\x12k\n\tListTools\x12$.agentflow.tools.v1.ListToolsRequest\x1a%.agentflow.tools.v1.ListToolsResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/tools\x12g\n\nDeleteTool\x12%.agentflow.tools.v1.DeleteToolRequest\x1a\x16.google.protobuf.Empty\"\x1a\x82\xd3\xe4\x93\x02\x14*\x12/v1/{name=tools/*}\x12\x87\x01\n\x0b\x45xecuteTool\x12&.agentflow.tools.v1.ExecuteToolRequest\x1a\'.agentflow.tools.v1.ExecuteToolResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/{name=tools/*}:execute:\x01*0\x01\x12\xa5\x01\n\x13\x43\x61ncelToolExecution\x12..agentflow.tools.v1.CancelToolExecutionRequest\x1a/.agentflow.tools.v1.CancelToolExecutionResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/{name=tools/*}:cancelExecution:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gentflow/tools/v1/tools.proto\x12\x12\x61gentflow.tools.v1\x1a agentflow/common/v1/common.proto\x1a\x1c\x61gentflow/tools/v1/mcp.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x04\n\x04Tool\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08R\x04name\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\x12:\n\x0cinput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\x0binputSchema\x12\x39\n\x07process\x18\x04 \x01(\x0b\x32\x1f.agentflow.tools.v1.ProcessSpecR\x07process\x12;\n\x06limits\x18\x05 \x01(\x0b\x32#.agentflow.tools.v1.ExecutionLimitsR\x06limits\x12\x1c\n\x06origin\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03R\x06origin\x12\x41\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12>\n\x07profile\x18\x14 \x01(\x0b\x32$.agentflow.tools.v1.ExecutionProfileR\x07profile\x12\x39\n\x03mcp\x18( \x01(\x0b\x32!.agentflow.tools.v1.McpToolOriginB\x04\xe2\x41\x01\x03R\x03mcp\x12<\n\x06\x61\x63\x63\x65ss\x18) \x01(\x0b\x32\x1e.agentflow.tools.v1.ToolAccessB\x04\xe2\x41\x01\x03R\x06\x61\x63\x63\x65ss\"\x9b\x01\n\x0bProcessSpec\x12\x18\n\x07\x63ommand\x18\x01 \x03(\tR\x07\x63ommand\x12:\n\x03\x65nv\x18\x02 \x03(\x0b\x32(.agentflow.tools.v1.ProcessSpec.EnvEntryR\x03\x65nv\x1a\x36\n\x08\x45nvEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xa4\x01\n\x0f\x45xecutionLimits\x12*\n\x11wall_time_seconds\x18\x01 \x01(\x01R\x0fwallTimeSeconds\x12\x1f\n\x0b\x63pu_seconds\x18\x02 \x01(\x03R\ncpuSeconds\x12!\n\x0cmemory_bytes\x18\x03 \x01(\x03R\x0bmemoryBytes\x12!\n\x0coutput_bytes\x18\x04 \x01(\x03R\x0boutputBytes\"\xe3\x02\n\x10\x45xecutionProfile\x12\x36\n\x06\x65gress\x18\x01 \x03(\x0b\x32\x1e.agentflow.tools.v1.EgressRuleR\x06\x65gress\x12&\n\x0fread_only_paths\x18\x02 \x03(\tR\rreadOnlyPaths\x12%\n\x0ewritable_paths\x18\x03 \x03(\tR\rwritablePaths\x12\x10\n\x03\x65nv\x18\x04 \x03(\tR\x03\x65nv\x12*\n\x11wall_time_seconds\x18\x05 \x01(\x01R\x0fwallTimeSeconds\x12\x1f\n\x0b\x63pu_seconds\x18\x06 \x01(\x03R\ncpuSeconds\x12!\n\x0cmemory_bytes\x18\x07 \x01(\x03R\x0bmemoryBytes\x12#\n\rmax_processes\x18\x08 \x01(\x03R\x0cmaxProcesses\x12!\n\x0coutput_bytes\x18\t \x01(\x03R\x0boutputBytes\"4\n\nEgressRule\x12\x12\n\x04host\x18\x01 \x01(\tR\x04host\x12\x12\n\x04port\x18\x02 \x01(\x05R\x04port\"f\n\x11\x43reateToolRequest\x12\x32\n\x04tool\x18\x01 \x01(\x0b\x32\x18.agentflow.tools.v1.ToolB\x04\xe2\x41\x01\x02R\x04tool\x12\x1d\n\x07tool_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02R\x06toolId\"\x84\x01\n\x11UpdateToolRequest\x12\x32\n\x04tool\x18\x01 \x01(\x0b\x32\x18.agentflow.tools.v1.ToolB\x04\xe2\x41\x01\x02R\x04tool\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"*\n\x0eGetToolRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\"N\n\x10ListToolsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"k\n\x11ListToolsResponse\x12.\n\x05tools\x18\x01 \x03(\x0b\x32\x18.agentflow.tools.v1.ToolR\x05tools\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"-\n\x11\x44\x65leteToolRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\"\xb9\x01\n\x12\x45xecuteToolRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\x12\x35\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\targuments\x12\'\n\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\x12\x10\n\x03run\x18\x04 \x01(\tR\x03run\x12\x17\n\x07step_id\x18\x05 \x01(\tR\x06stepId\"e\n\x1a\x43\x61ncelToolExecutionRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\x12-\n\x0fidempotency_key\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02R\x0eidempotencyKey\"3\n\x1b\x43\x61ncelToolExecutionResponse\x12\x14\n\x05state\x18\x01 \x01(\tR\x05state\"\x91\x01\n\x13\x45xecuteToolResponse\x12\x37\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1f.agentflow.tools.v1.OutputChunkH\x00R\x05\x63hunk\x12\x38\n\x06result\x18\x02 \x01(\x0b\x32\x1e.agentflow.tools.v1.ToolResultH\x00R\x06resultB\x07\n\x05\x65vent\"m\n\x0bOutputChunk\x12\x10\n\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x38\n\x06stream\x18\x02 \x01(\x0e\x32 .agentflow.tools.v1.OutputStreamR\x06stream\x12\x12\n\x04\x64\x61ta\x18\x03 \x01(\x0cR\x04\x64\x61ta\"\x82\x02\n\nToolResult\x12\x1b\n\texit_code\x18\x01 \x01(\x05R\x08\x65xitCode\x12\x1b\n\ttimed_out\x18\x02 \x01(\x08R\x08timedOut\x12\x1c\n\ttruncated\x18\x03 \x01(\x08R\ttruncated\x12.\n\x06output\x18\x04 \x01(\x0b\x32\x16.google.protobuf.ValueR\x06output\x12\x16\n\x06stderr\x18\x05 \x01(\tR\x06stderr\x12\x38\n\x05usage\x18\x06 \x01(\x0b\x32\".agentflow.common.v1.ResourceUsageR\x05usage\x12\x1a\n\x08replayed\x18\x07 \x01(\x08R\x08replayed*a\n\x0cOutputStream\x12\x1d\n\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\x18\n\x14OUTPUT_STREAM_STDOUT\x10\x01\x12\x18\n\x14OUTPUT_STREAM_STDERR\x10\x02\x32\xd8\x06\n\x0bToolService\x12\x66\n\nCreateTool\x12%.agentflow.tools.v1.CreateToolRequest\x1a\x18.agentflow.tools.v1.Tool\"\x17\x82\xd3\xe4\x93\x02\x11\"\t/v1/tools:\x04tool\x12\x63\n\x07GetTool\x12\".agentflow.tools.v1.GetToolRequest\x1a\x18.agentflow.tools.v1.Tool\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/{name=tools/*}\x12k\n\tListTools\x12$.agentflow.tools.v1.ListToolsRequest\x1a%.agentflow.tools.v1.ListToolsResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/tools\x12t\n\nUpdateTool\x12%.agentflow.tools.v1.UpdateToolRequest\x1a\x18.agentflow.tools.v1.Tool\"%\x82\xd3\xe4\x93\x02\x1f\x32\x17/v1/{tool.name=tools/*}:\x04tool\x12g\n\nDeleteTool\x12%.agentflow.tools.v1.DeleteToolRequest\x1a\x16.google.protobuf.Empty\"\x1a\x82\xd3\xe4\x93\x02\x14*\x12/v1/{name=tools/*}\x12\x87\x01\n\x0b\x45xecuteTool\x12&.agentflow.tools.v1.ExecuteToolRequest\x1a\'.agentflow.tools.v1.ExecuteToolResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/{name=tools/*}:execute:\x01*0\x01\x12\xa5\x01\n\x13\x43\x61ncelToolExecution\x12..agentflow.tools.v1.CancelToolExecutionRequest\x1a/.agentflow.tools.v1.CancelToolExecutionResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/{name=tools/*}:cancelExecution:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,6 +55,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATETOOLREQUEST'].fields_by_name['tool']._serialized_options = b'\342A\001\002'
   _globals['_CREATETOOLREQUEST'].fields_by_name['tool_id']._loaded_options = None
   _globals['_CREATETOOLREQUEST'].fields_by_name['tool_id']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATETOOLREQUEST'].fields_by_name['tool']._loaded_options = None
+  _globals['_UPDATETOOLREQUEST'].fields_by_name['tool']._serialized_options = b'\342A\001\002'
   _globals['_GETTOOLREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_GETTOOLREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
   _globals['_DELETETOOLREQUEST'].fields_by_name['name']._loaded_options = None
@@ -70,44 +73,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOOLSERVICE'].methods_by_name['GetTool']._serialized_options = b'\202\323\344\223\002\024\022\022/v1/{name=tools/*}'
   _globals['_TOOLSERVICE'].methods_by_name['ListTools']._loaded_options = None
   _globals['_TOOLSERVICE'].methods_by_name['ListTools']._serialized_options = b'\202\323\344\223\002\013\022\t/v1/tools'
+  _globals['_TOOLSERVICE'].methods_by_name['UpdateTool']._loaded_options = None
+  _globals['_TOOLSERVICE'].methods_by_name['UpdateTool']._serialized_options = b'\202\323\344\223\002\0372\027/v1/{tool.name=tools/*}:\004tool'
   _globals['_TOOLSERVICE'].methods_by_name['DeleteTool']._loaded_options = None
   _globals['_TOOLSERVICE'].methods_by_name['DeleteTool']._serialized_options = b'\202\323\344\223\002\024*\022/v1/{name=tools/*}'
   _globals['_TOOLSERVICE'].methods_by_name['ExecuteTool']._loaded_options = None
   _globals['_TOOLSERVICE'].methods_by_name['ExecuteTool']._serialized_options = b'\202\323\344\223\002\037\"\032/v1/{name=tools/*}:execute:\001*'
   _globals['_TOOLSERVICE'].methods_by_name['CancelToolExecution']._loaded_options = None
   _globals['_TOOLSERVICE'].methods_by_name['CancelToolExecution']._serialized_options = b'\202\323\344\223\002\'\"\"/v1/{name=tools/*}:cancelExecution:\001*'
-  _globals['_OUTPUTSTREAM']._serialized_start=2313
-  _globals['_OUTPUTSTREAM']._serialized_end=2410
-  _globals['_TOOL']._serialized_start=274
-  _globals['_TOOL']._serialized_end=738
-  _globals['_PROCESSSPEC']._serialized_start=741
-  _globals['_PROCESSSPEC']._serialized_end=896
-  _globals['_PROCESSSPEC_ENVENTRY']._serialized_start=842
-  _globals['_PROCESSSPEC_ENVENTRY']._serialized_end=896
-  _globals['_EXECUTIONLIMITS']._serialized_start=899
-  _globals['_EXECUTIONLIMITS']._serialized_end=1063
-  _globals['_CREATETOOLREQUEST']._serialized_start=1065
-  _globals['_CREATETOOLREQUEST']._serialized_end=1167
-  _globals['_GETTOOLREQUEST']._serialized_start=1169
-  _globals['_GETTOOLREQUEST']._serialized_end=1211
-  _globals['_LISTTOOLSREQUEST']._serialized_start=1213
-  _globals['_LISTTOOLSREQUEST']._serialized_end=1291
-  _globals['_LISTTOOLSRESPONSE']._serialized_start=1293
-  _globals['_LISTTOOLSRESPONSE']._serialized_end=1400
-  _globals['_DELETETOOLREQUEST']._serialized_start=1402
-  _globals['_DELETETOOLREQUEST']._serialized_end=1447
-  _globals['_EXECUTETOOLREQUEST']._serialized_start=1450
-  _globals['_EXECUTETOOLREQUEST']._serialized_end=1635
-  _globals['_CANCELTOOLEXECUTIONREQUEST']._serialized_start=1637
-  _globals['_CANCELTOOLEXECUTIONREQUEST']._serialized_end=1738
-  _globals['_CANCELTOOLEXECUTIONRESPONSE']._serialized_start=1740
-  _globals['_CANCELTOOLEXECUTIONRESPONSE']._serialized_end=1791
-  _globals['_EXECUTETOOLRESPONSE']._serialized_start=1794
-  _globals['_EXECUTETOOLRESPONSE']._serialized_end=1939
-  _globals['_OUTPUTCHUNK']._serialized_start=1941
-  _globals['_OUTPUTCHUNK']._serialized_end=2050
-  _globals['_TOOLRESULT']._serialized_start=2053
-  _globals['_TOOLRESULT']._serialized_end=2311
-  _globals['_TOOLSERVICE']._serialized_start=2413
-  _globals['_TOOLSERVICE']._serialized_end=3151
+  _globals['_OUTPUTSTREAM']._serialized_start=2958
+  _globals['_OUTPUTSTREAM']._serialized_end=3055
+  _globals['_TOOL']._serialized_start=308
+  _globals['_TOOL']._serialized_end=836
+  _globals['_PROCESSSPEC']._serialized_start=839
+  _globals['_PROCESSSPEC']._serialized_end=994
+  _globals['_PROCESSSPEC_ENVENTRY']._serialized_start=940
+  _globals['_PROCESSSPEC_ENVENTRY']._serialized_end=994
+  _globals['_EXECUTIONLIMITS']._serialized_start=997
+  _globals['_EXECUTIONLIMITS']._serialized_end=1161
+  _globals['_EXECUTIONPROFILE']._serialized_start=1164
+  _globals['_EXECUTIONPROFILE']._serialized_end=1519
+  _globals['_EGRESSRULE']._serialized_start=1521
+  _globals['_EGRESSRULE']._serialized_end=1573
+  _globals['_CREATETOOLREQUEST']._serialized_start=1575
+  _globals['_CREATETOOLREQUEST']._serialized_end=1677
+  _globals['_UPDATETOOLREQUEST']._serialized_start=1680
+  _globals['_UPDATETOOLREQUEST']._serialized_end=1812
+  _globals['_GETTOOLREQUEST']._serialized_start=1814
+  _globals['_GETTOOLREQUEST']._serialized_end=1856
+  _globals['_LISTTOOLSREQUEST']._serialized_start=1858
+  _globals['_LISTTOOLSREQUEST']._serialized_end=1936
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=1938
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=2045
+  _globals['_DELETETOOLREQUEST']._serialized_start=2047
+  _globals['_DELETETOOLREQUEST']._serialized_end=2092
+  _globals['_EXECUTETOOLREQUEST']._serialized_start=2095
+  _globals['_EXECUTETOOLREQUEST']._serialized_end=2280
+  _globals['_CANCELTOOLEXECUTIONREQUEST']._serialized_start=2282
+  _globals['_CANCELTOOLEXECUTIONREQUEST']._serialized_end=2383
+  _globals['_CANCELTOOLEXECUTIONRESPONSE']._serialized_start=2385
+  _globals['_CANCELTOOLEXECUTIONRESPONSE']._serialized_end=2436
+  _globals['_EXECUTETOOLRESPONSE']._serialized_start=2439
+  _globals['_EXECUTETOOLRESPONSE']._serialized_end=2584
+  _globals['_OUTPUTCHUNK']._serialized_start=2586
+  _globals['_OUTPUTCHUNK']._serialized_end=2695
+  _globals['_TOOLRESULT']._serialized_start=2698
+  _globals['_TOOLRESULT']._serialized_end=2956
+  _globals['_TOOLSERVICE']._serialized_start=3058
+  _globals['_TOOLSERVICE']._serialized_end=3914
 # @@protoc_insertion_point(module_scope)

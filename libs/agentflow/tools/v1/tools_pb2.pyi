@@ -7,6 +7,7 @@ from agentflow.common.v1 import common_pb2 as _common_pb2
 from agentflow.tools.v1 import mcp_pb2 as _mcp_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -60,6 +61,7 @@ class Tool(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     ORIGIN_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
     MCP_FIELD_NUMBER: _builtins.int
     ACCESS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
@@ -78,11 +80,17 @@ class Tool(_message.Message):
 
     @_builtins.property
     def limits(self) -> Global___ExecutionLimits:
-        """The execution profile: resource caps."""
+        """Resource caps (the older form of `profile`'s caps; filled in on output, used when `profile` sets none)."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the tool was registered."""
+
+    @_builtins.property
+    def profile(self) -> Global___ExecutionProfile:
+        """The execution profile, deny by default: what the sandboxed process may reach and use. Anything it
+        does not name is denied: no network, no host path, no host environment variable.
+        """
 
     @_builtins.property
     def mcp(self) -> _mcp_pb2.McpToolOrigin:
@@ -104,12 +112,13 @@ class Tool(_message.Message):
         limits: Global___ExecutionLimits | None = ...,
         origin: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        profile: Global___ExecutionProfile | None = ...,
         mcp: _mcp_pb2.McpToolOrigin | None = ...,
         access: _mcp_pb2.ToolAccess | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "create_time", b"create_time", "input_schema", b"input_schema", "limits", b"limits", "mcp", b"mcp", "process", b"process"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "create_time", b"create_time", "input_schema", b"input_schema", "limits", b"limits", "mcp", b"mcp", "process", b"process", "profile", b"profile"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "create_time", b"create_time", "description", b"description", "input_schema", b"input_schema", "limits", b"limits", "mcp", b"mcp", "name", b"name", "origin", b"origin", "process", b"process"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "create_time", b"create_time", "description", b"description", "input_schema", b"input_schema", "limits", b"limits", "mcp", b"mcp", "name", b"name", "origin", b"origin", "process", b"process", "profile", b"profile"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -200,6 +209,94 @@ class ExecutionLimits(_message.Message):
 Global___ExecutionLimits: _TypeAlias = ExecutionLimits  # noqa: Y015
 
 @_typing.final
+class ExecutionProfile(_message.Message):
+    """ExecutionProfile is everything a tool's sandboxed process is allowed: deny by default."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EGRESS_FIELD_NUMBER: _builtins.int
+    READ_ONLY_PATHS_FIELD_NUMBER: _builtins.int
+    WRITABLE_PATHS_FIELD_NUMBER: _builtins.int
+    ENV_FIELD_NUMBER: _builtins.int
+    WALL_TIME_SECONDS_FIELD_NUMBER: _builtins.int
+    CPU_SECONDS_FIELD_NUMBER: _builtins.int
+    MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_PROCESSES_FIELD_NUMBER: _builtins.int
+    OUTPUT_BYTES_FIELD_NUMBER: _builtins.int
+    wall_time_seconds: _builtins.float
+    """Wall-clock limit in seconds (default 30)."""
+    cpu_seconds: _builtins.int
+    """CPU-time limit in seconds (default 10)."""
+    memory_bytes: _builtins.int
+    """Address-space limit in bytes (default 512 MiB)."""
+    max_processes: _builtins.int
+    """Processes and threads the tool may have at once (default 32)."""
+    output_bytes: _builtins.int
+    """Captured output limit in bytes, stdout and stderr together (default 1 MiB)."""
+    @_builtins.property
+    def egress(self) -> _containers.RepeatedCompositeFieldContainer[Global___EgressRule]:
+        """Network destinations reachable through the allow-listing egress proxy; empty = no network at all."""
+
+    @_builtins.property
+    def read_only_paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Absolute host paths bound read-only at the same place in the sandbox (no `..`; not /proc, /sys, /dev)."""
+
+    @_builtins.property
+    def writable_paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Absolute host paths bound read-write at the same place in the sandbox."""
+
+    @_builtins.property
+    def env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the service's environment variables passed to the tool (besides `process.env`)."""
+
+    def __init__(
+        self,
+        *,
+        egress: _abc.Iterable[Global___EgressRule] | None = ...,
+        read_only_paths: _abc.Iterable[_builtins.str] | None = ...,
+        writable_paths: _abc.Iterable[_builtins.str] | None = ...,
+        env: _abc.Iterable[_builtins.str] | None = ...,
+        wall_time_seconds: _builtins.float = ...,
+        cpu_seconds: _builtins.int = ...,
+        memory_bytes: _builtins.int = ...,
+        max_processes: _builtins.int = ...,
+        output_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_seconds", b"cpu_seconds", "egress", b"egress", "env", b"env", "max_processes", b"max_processes", "memory_bytes", b"memory_bytes", "output_bytes", b"output_bytes", "read_only_paths", b"read_only_paths", "wall_time_seconds", b"wall_time_seconds", "writable_paths", b"writable_paths"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecutionProfile: _TypeAlias = ExecutionProfile  # noqa: Y015
+
+@_typing.final
+class EgressRule(_message.Message):
+    """EgressRule allows connections to one host and port."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    """A DNS name (matched exactly, case-insensitively) or an IP literal."""
+    port: _builtins.int
+    """TCP port, 1-65535."""
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        port: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "port", b"port"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EgressRule: _TypeAlias = EgressRule  # noqa: Y015
+
+@_typing.final
 class CreateToolRequest(_message.Message):
     """Request for CreateTool."""
 
@@ -226,6 +323,36 @@ class CreateToolRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateToolRequest: _TypeAlias = CreateToolRequest  # noqa: Y015
+
+@_typing.final
+class UpdateToolRequest(_message.Message):
+    """Request for UpdateTool."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tool(self) -> Global___Tool:
+        """The tool, with its `name` (`tools/{tool}`) and the new values."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Which fields to replace; empty = every updatable field."""
+
+    def __init__(
+        self,
+        *,
+        tool: Global___Tool | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tool", b"tool", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tool", b"tool", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateToolRequest: _TypeAlias = UpdateToolRequest  # noqa: Y015
 
 @_typing.final
 class GetToolRequest(_message.Message):

@@ -51,6 +51,11 @@ class ToolServiceStub:
                 request_serializer=agentflow_dot_tools_dot_v1_dot_tools__pb2.ListToolsRequest.SerializeToString,
                 response_deserializer=agentflow_dot_tools_dot_v1_dot_tools__pb2.ListToolsResponse.FromString,
                 _registered_method=True)
+        self.UpdateTool = channel.unary_unary(
+                '/agentflow.tools.v1.ToolService/UpdateTool',
+                request_serializer=agentflow_dot_tools_dot_v1_dot_tools__pb2.UpdateToolRequest.SerializeToString,
+                response_deserializer=agentflow_dot_tools_dot_v1_dot_tools__pb2.Tool.FromString,
+                _registered_method=True)
         self.DeleteTool = channel.unary_unary(
                 '/agentflow.tools.v1.ToolService/DeleteTool',
                 request_serializer=agentflow_dot_tools_dot_v1_dot_tools__pb2.DeleteToolRequest.SerializeToString,
@@ -88,6 +93,15 @@ class ToolServiceServicer:
 
     def ListTools(self, request, context):
         """Lists registered tools in name order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTool(self, request, context):
+        """Changes a tool registered through the API (catalog and imported tools cannot be changed). The fields
+        named in `update_mask` (`description`, `input_schema`, `process`, `limits`, `profile`; all of them when
+        empty) are replaced, and the result is validated like a new tool.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,6 +148,11 @@ def add_ToolServiceServicer_to_server(servicer, server):
                     servicer.ListTools,
                     request_deserializer=agentflow_dot_tools_dot_v1_dot_tools__pb2.ListToolsRequest.FromString,
                     response_serializer=agentflow_dot_tools_dot_v1_dot_tools__pb2.ListToolsResponse.SerializeToString,
+            ),
+            'UpdateTool': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTool,
+                    request_deserializer=agentflow_dot_tools_dot_v1_dot_tools__pb2.UpdateToolRequest.FromString,
+                    response_serializer=agentflow_dot_tools_dot_v1_dot_tools__pb2.Tool.SerializeToString,
             ),
             'DeleteTool': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteTool,
@@ -233,6 +252,33 @@ class ToolService:
             '/agentflow.tools.v1.ToolService/ListTools',
             agentflow_dot_tools_dot_v1_dot_tools__pb2.ListToolsRequest.SerializeToString,
             agentflow_dot_tools_dot_v1_dot_tools__pb2.ListToolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentflow.tools.v1.ToolService/UpdateTool',
+            agentflow_dot_tools_dot_v1_dot_tools__pb2.UpdateToolRequest.SerializeToString,
+            agentflow_dot_tools_dot_v1_dot_tools__pb2.Tool.FromString,
             options,
             channel_credentials,
             insecure,

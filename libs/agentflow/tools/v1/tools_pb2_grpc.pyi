@@ -40,6 +40,11 @@ class ToolServiceStub:
     """Gets a tool."""
     ListTools: _grpc.UnaryUnaryMultiCallable[_tools_pb2.ListToolsRequest, _tools_pb2.ListToolsResponse]
     """Lists registered tools in name order."""
+    UpdateTool: _grpc.UnaryUnaryMultiCallable[_tools_pb2.UpdateToolRequest, _tools_pb2.Tool]
+    """Changes a tool registered through the API (catalog and imported tools cannot be changed). The fields
+    named in `update_mask` (`description`, `input_schema`, `process`, `limits`, `profile`; all of them when
+    empty) are replaced, and the result is validated like a new tool.
+    """
     DeleteTool: _grpc.UnaryUnaryMultiCallable[_tools_pb2.DeleteToolRequest, _empty_pb2.Empty]
     """Removes a tool registered through the API."""
     ExecuteTool: _grpc.UnaryStreamMultiCallable[_tools_pb2.ExecuteToolRequest, _tools_pb2.ExecuteToolResponse]
@@ -62,6 +67,11 @@ class ToolServiceAsyncStub(ToolServiceStub):
     """Gets a tool."""
     ListTools: _aio.UnaryUnaryMultiCallable[_tools_pb2.ListToolsRequest, _tools_pb2.ListToolsResponse]  # type: ignore[assignment]
     """Lists registered tools in name order."""
+    UpdateTool: _aio.UnaryUnaryMultiCallable[_tools_pb2.UpdateToolRequest, _tools_pb2.Tool]  # type: ignore[assignment]
+    """Changes a tool registered through the API (catalog and imported tools cannot be changed). The fields
+    named in `update_mask` (`description`, `input_schema`, `process`, `limits`, `profile`; all of them when
+    empty) are replaced, and the result is validated like a new tool.
+    """
     DeleteTool: _aio.UnaryUnaryMultiCallable[_tools_pb2.DeleteToolRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Removes a tool registered through the API."""
     ExecuteTool: _aio.UnaryStreamMultiCallable[_tools_pb2.ExecuteToolRequest, _tools_pb2.ExecuteToolResponse]  # type: ignore[assignment]
@@ -99,6 +109,17 @@ class ToolServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tools_pb2.ListToolsResponse, _abc.Awaitable[_tools_pb2.ListToolsResponse]]:
         """Lists registered tools in name order."""
+
+    @_abc_1.abstractmethod
+    def UpdateTool(
+        self,
+        request: _tools_pb2.UpdateToolRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tools_pb2.Tool, _abc.Awaitable[_tools_pb2.Tool]]:
+        """Changes a tool registered through the API (catalog and imported tools cannot be changed). The fields
+        named in `update_mask` (`description`, `input_schema`, `process`, `limits`, `profile`; all of them when
+        empty) are replaced, and the result is validated like a new tool.
+        """
 
     @_abc_1.abstractmethod
     def DeleteTool(
