@@ -179,7 +179,7 @@ class EgressProxy:
     @asynccontextmanager
     async def _attach(self, call: CallInfo, rules: Sequence[EgressRule]) -> AsyncIterator[NetworkAccess]:
         run, step_id = _STEP.get()
-        allow = allow_list((rule.host, rule.port) for rule in rules)
+        allow = _usable_rules(call.tool_id, rules)
         grant = EgressGrant(call.tool_id, allow, call.tenant, call.principal, run, step_id)
         async with self.session(grant) as session:
             egress = session.sandbox()
@@ -330,6 +330,17 @@ class EgressProxy:
         call = context.CallContext(tenant=grant.tenant, principal=grant.principal, caller="tool-sandbox")
         with context.bound(call):
             self.audit.record(AUDIT_ACTION, f"tools/{grant.tool_id}", outcome, details=details)
+
+
+def _usable_rules(tool_id: str, rules: Sequence[EgressRule]) -> frozenset[HostPort]:
+    """The profile's rules as an allow-list; a rule this proxy cannot read allows nothing (logged)."""
+    allowed: set[HostPort] = set()
+    for rule in rules:
+        try:
+            allowed |= allow_list([(rule.host, rule.port)])
+        except ValueError as exc:
+            log.error("egress rule ignored", extra={"fields": {"tool": tool_id, "problem": str(exc)}})
+    return frozenset(allowed)
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
