@@ -57,6 +57,7 @@ def replay(run: RunRecord, plan: Plan, digests: Mapping[str, str]) -> ReplayRepo
         for r in run.steps
         if r.state in (StepState.SUCCEEDED, StepState.SKIPPED) or r.step_id in tolerated
     }
+    needs = {s.id: s.needs for s in plan.steps}
     verdicts: list[StepVerdict] = []
     for step in plan.steps:
         before = journaled.get(step.id)
@@ -67,7 +68,10 @@ def replay(run: RunRecord, plan: Plan, digests: Mapping[str, str]) -> ReplayRepo
         elif step.id not in digests:
             verdicts.append(StepVerdict(step.id, Verdict.NOT_RUN, "no journaled result to compare"))
         else:
-            verdicts.append(_compare(run, step.id, step.params, outputs, digests[step.id]))
+            # What the step saw when it ran: the results of its ancestors only (an fsm's `states.<name>` is
+            # the latest visit *before* the step, not the last one of the run).
+            seen = {sid: outputs[sid] for sid in _ancestors(step.id, needs) if sid in outputs}
+            verdicts.append(_compare(run, step.id, step.params, seen, digests[step.id]))
     replayed = {s.id for s in plan.steps}
     verdicts += [
         StepVerdict(sid, Verdict.REMOVED, "not in the replayed plan")
@@ -87,3 +91,14 @@ def _compare(
     if input_digest(rendered) == journaled:
         return StepVerdict(step_id, Verdict.MATCH)
     return StepVerdict(step_id, Verdict.INPUT_CHANGED, "it would get a different input than it had")
+
+
+def _ancestors(step_id: str, needs: Mapping[str, tuple[str, ...]]) -> set[str]:
+    found: set[str] = set()
+    pending = list(needs.get(step_id, ()))
+    while pending:
+        current = pending.pop()
+        if current not in found:
+            found.add(current)
+            pending.extend(needs.get(current, ()))
+    return found

@@ -6,7 +6,8 @@ from typing import Any
 
 from agentflow_planner.definition import check_definition
 from agentflow_planner.step_params import StepKind
-from agentflow_worker.model import RunState, StepState
+from agentflow_worker.model import Plan, RunState, StepState
+from agentflow_worker.replay import Verdict, replay
 from agentflow_worker.store import RunStore
 
 from tests.unit.worker.conftest import FakeCalls
@@ -207,3 +208,22 @@ def test_unreachable_states_and_bounds_are_reported() -> None:
 def test_missing_pieces_are_all_reported() -> None:
     _, violations = check_definition({"id": "empty", "kind": "fsm"})
     assert {v.field for v in violations} == {"states", "initial", "terminal", "max_transitions"}
+
+
+async def test_replay_of_a_looped_run_matches_its_journal(store: RunStore) -> None:
+    calls = FakeCalls()
+    calls.script("draft~0", output={"text": "short"})
+    calls.script("review~1", output={"words": 1})
+    calls.script("draft~2", output={"text": "a much longer second draft"})
+    calls.script("review~3", output={"words": 5})
+    plan = compiled(review_loop())
+    run = await run_plan(store, calls, plan, {"topic": "tides"})
+    assert run.state is RunState.SUCCEEDED
+    # review~1 read the first draft: replayed with every visit journaled, it must still see that one.
+    report = replay(run, Plan.from_json(plan.to_dict()), await store.input_digests(run.run_id))
+    assert report.matches, report
+    changed = review_loop()
+    changed["states"]["review"]["arguments"] = {"text": "{{ states.draft.output.text | upper }}"}
+    drift = replay(run, Plan.from_json(compiled(changed).to_dict()), await store.input_digests(run.run_id))
+    assert not drift.matches
+    assert {v.step_id for v in drift.steps if v.verdict is Verdict.INPUT_CHANGED} == {"review~1", "review~3"}
