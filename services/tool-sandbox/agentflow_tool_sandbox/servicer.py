@@ -15,8 +15,9 @@ from agentflow_runtime.pagination import clamp_page_size, decode_token, encode_t
 from agentflow_runtime.protojson import dict_from_struct
 from google.protobuf import empty_pb2
 
-from agentflow_tool_sandbox import convert, egress
+from agentflow_tool_sandbox import call_audit, convert, egress
 from agentflow_tool_sandbox.arguments import args_digest, validate_arguments
+from agentflow_tool_sandbox.denials import SandboxDenied
 from agentflow_tool_sandbox.events import Result
 from agentflow_tool_sandbox.executions import Executions
 from agentflow_tool_sandbox.mcp import access
@@ -78,17 +79,19 @@ class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
         tenant = call.tenant
         tool = await self.registry.get(tenant, _tool_id(request.name))
         arguments = dict_from_struct(request.arguments)
+        audited = call_audit.ToolCall(tool.tool_id, request.run, request.step_id, args_digest(arguments))
         if not access.permits(tool, tenant, call.role):
-            self._audit(request, tool.name, args_digest(arguments), None, "denied")
+            call_audit.denied(self.audit, audited, "access", sandbox=False)
             access.check(tool, tenant, call.role)
         problems = validate_arguments(tool.input_schema, arguments)
         if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY:
             problems.append(("idempotency_key", f"at most {MAX_IDEMPOTENCY_KEY} characters"))
         if problems:
+            call_audit.denied(self.audit, audited, "invalid_arguments", sandbox=False)
             raise InvalidArgument("the arguments do not match the tool's input schema", violations=problems)
         egress.bind_step(request.run, request.step_id)  # names them in the audit of its egress attempts
         result: Result | None = None
-        ended = "cancelled"
+        ended: str | None = "cancelled"
         try:
             events = self.executions.execute(tenant, tool, arguments, request.idempotency_key)
             async with aclosing(events):
@@ -96,11 +99,16 @@ class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
                     if isinstance(event, Result):
                         result = event
                     yield convert.event_to_proto(event)
+        except SandboxDenied as exc:
+            ended = None
+            call_audit.denied(self.audit, audited, exc.reason.lower(), sandbox=True)
+            raise
         except Exception:
             ended = "error"
             raise
         finally:
-            self._audit(request, tool.name, args_digest(arguments), result, ended)
+            if ended is not None or result is not None:
+                call_audit.finished(self.audit, audited, result, ended or "error")
 
     async def CancelToolExecution(
         self, request: tools_pb2.CancelToolExecutionRequest, ctx: Ctx
@@ -121,30 +129,6 @@ class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
             details={"idempotency_key": request.idempotency_key, "state": state},
         )
         return tools_pb2.CancelToolExecutionResponse(state=state)
-
-    def _audit(
-        self,
-        request: tools_pb2.ExecuteToolRequest,
-        resource: str,
-        digest: str,
-        result: Result | None,
-        ended: str,
-    ) -> None:
-        """One `tool.execute` event: `ok`/`failed` by the result, else `cancelled` or `error`."""
-        details: dict[str, Any] = {"run": request.run, "step_id": request.step_id, "args_digest": digest}
-        if result is None:
-            outcome = ended
-        else:
-            outcome = "ok" if result.succeeded else "failed"
-            details.update(
-                exit_code=result.exit_code,
-                timed_out=result.timed_out,
-                truncated=result.truncated,
-                cpu_seconds=result.usage.cpu_seconds,
-                wall_seconds=result.usage.wall_seconds,
-                replayed=result.replayed,
-            )
-        self.audit.record("tool.execute", resource, outcome, details=details)
 
 
 def _tool_id(name: str, field: str = "name") -> str:
