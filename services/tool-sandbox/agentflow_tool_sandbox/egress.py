@@ -35,6 +35,7 @@ from agentflow_runtime import context
 from agentflow_runtime.audit import AuditSink
 from prometheus_client import Counter
 
+from agentflow_tool_sandbox.call_metrics import SANDBOX_DENIALS
 from agentflow_tool_sandbox.egress_policy import ALLOWED, Decision, HostPort, allow_list, decide
 from agentflow_tool_sandbox.egress_request import MAX_HEAD_BYTES, BadRequest, ProxyRequest, parse_head
 from agentflow_tool_sandbox.network import CallInfo, Mount, NetworkAccess
@@ -55,6 +56,8 @@ MAX_SOCKET_PATH = 100
 """Unix socket paths are limited to 108 bytes; beyond this the session lives in the system temp dir."""
 
 AUDIT_ACTION = "tool.egress"
+MAX_CONNECTIONS = 64
+"""Connections one call may have open through the proxy at once; more are refused (503, audited)."""
 PIPE_BYTES = 64 * 1024
 
 PYTHON_PLACEHOLDER = "{python}"
@@ -164,11 +167,13 @@ class EgressProxy:
         root: Path | None = None,
         connect_timeout: float = 10.0,
         head_timeout: float = 10.0,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.audit = audit
         self.root = root
         self.connect_timeout = connect_timeout
         self.head_timeout = head_timeout
+        self.max_connections = max_connections
 
     def attach(
         self, call: CallInfo, rules: Sequence[EgressRule]
@@ -228,17 +233,20 @@ class EgressProxy:
         self, session: EgressSession, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         try:
-            await self._proxy(session.grant, reader, writer)
+            await self._proxy(session, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except Exception:
+            log.exception("egress connection failed", extra={"fields": {"tool": session.grant.tool_id}})
         finally:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
     async def _proxy(
-        self, grant: EgressGrant, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, session: EgressSession, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        grant = session.grant
         try:
             request = parse_head(await self._read_head(reader))
         except BadRequest as exc:
@@ -252,6 +260,12 @@ class EgressProxy:
             "method": request.method,
             "reason": decision.reason,
         }
+        if decision.allowed and len(session.tasks) > self.max_connections:
+            why = f"more than {self.max_connections} connections at once from one call"
+            details.update(reason="too_many_connections")
+            self._record(grant, "denied", details)
+            await _answer(writer, 503, "Service Unavailable", why)
+            return
         if not decision.allowed:
             self._record(grant, "denied", details)
             why = f"egress to {decision.destination} is not allowed by tool {grant.tool_id}'s profile"
@@ -320,6 +334,8 @@ class EgressProxy:
     def _record(self, grant: EgressGrant, outcome: str, details: dict[str, Any]) -> None:
         details = {"run": grant.run, "step_id": grant.step_id, **details}
         EGRESS_ATTEMPTS.labels(grant.tool_id, "allowed" if outcome == "ok" else outcome).inc()
+        if outcome == "denied":
+            SANDBOX_DENIALS.labels(tool=grant.tool_id, reason="egress").inc()
         fields = {"tool": grant.tool_id, "outcome": outcome, **details}
         if outcome == "ok":
             log.info("egress connection allowed", extra={"fields": fields})

@@ -62,7 +62,11 @@ async def origin() -> AsyncIterator[int]:
     """An HTTP server on 127.0.0.1 that answers every request with its own request line."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:  # a tunnel closed without a request
+            writer.close()
+            return
         line = head.split(b"\r\n", 1)[0]
         body = BIG if b" /big " in line else b"origin saw " + line
         writer.write(
@@ -339,3 +343,24 @@ async def test_the_bubblewrap_backend_gives_a_profile_with_hosts_the_proxy_and_n
     assert {(e.tenant, e.principal, e.resource) for e in audit.events} == {("acme", "bob", "tools/fetcher")}
     assert {(e.details["run"], e.details["step_id"]) for e in audit.events} == {("runs/r9", "fetch-step")}
     assert not list((tmp_path / "egress").iterdir())  # the call's socket is gone with the call
+
+
+async def test_a_call_cannot_hold_more_than_its_share_of_connections(
+    origin: int, audit: RecordingAudit
+) -> None:
+    async with EgressProxy(audit, max_connections=2).session(grant(origin)) as session:
+        tunnels = []
+        for _ in range(2):
+            reader, writer = await asyncio.open_unix_connection(str(session.socket_path))
+            writer.write(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % origin)
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            tunnels.append(writer)
+        reply = await ask(session, b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % origin)
+        for writer in tunnels:
+            writer.close()
+    assert reply.startswith(b"HTTP/1.1 503 Service Unavailable")
+    assert [(e.outcome, e.details["reason"]) for e in audit.events] == [
+        ("ok", "allowed"),
+        ("ok", "allowed"),
+        ("denied", "too_many_connections"),
+    ]
