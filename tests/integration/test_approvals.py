@@ -170,7 +170,9 @@ def _mesh(
     data_dir: Path, catalog: Path, url: str | None, counter: Path
 ) -> Iterator[tuple[Settings, Mesh, Path]]:
     settings, env = isolated_settings(data_dir, catalog, url)
-    env |= {"AF_WORKER_POLL_SECONDS": "0.2"}
+    # The counter file lives outside any sandbox: tools run as plain processes here (the sandbox is not what
+    # this test is about; the side effect must be visible to count it).
+    env |= {"AF_WORKER_POLL_SECONDS": "0.2", "AF_SANDBOX_BACKEND": "process"}
     mesh = Mesh(settings, env=env)
     asyncio.run(mesh.up(timeout=120))
     try:
@@ -365,3 +367,23 @@ def test_an_agents_gated_tool_call_waits_and_runs_once_approved(
     assert len(edge.tickets(name)) == 1, "the approved call is not gated again when the step resumes"
     turns = [e["data"]["key"] for e in edge.events(name) if e["type"] == "RUN_EVENT_TYPE_AGENT_TURN"]
     assert turns == ["t1", "t1c1", "t2"], "the model turn before the wait was not repeated"
+
+
+def test_the_catalog_approval_demo(settings: Settings) -> None:
+    """The repo's catalog (the shared mesh): publishing to production waits for an admin, staging does not."""
+    edge = Edge(settings)
+    staging = edge.start("approval-demo", {"version": "2.1", "target": "staging"})
+    name = edge.start("approval-demo", {"version": "2.1", "target": "production", "highlights": "faster"})
+    assert edge.wait_state(staging, FINAL)["state"] == "RUN_STATE_SUCCEEDED"
+    assert edge.tickets(staging) == []
+
+    waiting = edge.wait_state(name, ("RUN_STATE_WAITING", *FINAL))
+    assert waiting["state"] == "RUN_STATE_WAITING", waiting
+    [ticket] = edge.tickets(name)
+    assert ticket["stepId"] == "publish" and ticket["rule"] == "approval-demo/production-publish"
+    assert ticket["request"]["arguments"]["target"] == "production"
+    assert error(edge.decide(ticket["name"], True, "developer"), 403, 7)["reason"] == "ROLE_NOT_ALLOWED"
+    assert edge.decide(ticket["name"], True, "admin").status_code == 200
+    done = edge.wait_state(name, FINAL)
+    assert done["state"] == "RUN_STATE_SUCCEEDED", done
+    assert done["output"]["target"] == "production" and done["output"]["words"] > 0

@@ -360,7 +360,7 @@ class RunEngine:
     async def _gate_step(self, run: RunRecord, step: PlanStep, outputs: dict[str, Any], attempt: int) -> None:
         """Before an attempt starts: AwaitingApproval if a policy gates it and its ticket is not decided; a
         rejected (or expired) ticket fails the step, never retried."""
-        if self.gate is None or not self.gate.policies:
+        if self.gate is None or not self.gate.may_gate(run, step):
             return
         try:
             params = templates.render(step.params, scope(run, outputs))

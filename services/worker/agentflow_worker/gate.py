@@ -51,6 +51,16 @@ class AwaitingApproval(Exception):
         self.request = request
 
 
+GATED_KINDS = frozenset({"tool", "model"})
+"""Step kinds whose call is gated by the engine (agent steps gate each tool call inside the loop)."""
+
+
+def _estimate(run: RunRecord, step_id: str) -> float:
+    """The planner's cost estimate of one step (0 when unknown)."""
+    costs = (run.plan.cost_estimate or {}).get("steps") or {}
+    return float(costs.get(step_id) or 0.0)
+
+
 def step_call(run: RunRecord, step: PlanStep, params: dict[str, Any]) -> GateCall | None:
     """What the policies see of a tool or model step's call (None for other kinds)."""
     workflow = run.workflow.removeprefix("workflows/")
@@ -64,8 +74,6 @@ def step_call(run: RunRecord, step: PlanStep, params: dict[str, Any]) -> GateCal
             arguments=arguments if isinstance(arguments, dict) else {},
         )
     if step.kind == "model":
-        estimate = run.plan.cost_estimate or {}
-        costs = estimate.get("steps") or {}
         return GateCall(
             kind="model",
             workflow=workflow,
@@ -74,7 +82,7 @@ def step_call(run: RunRecord, step: PlanStep, params: dict[str, Any]) -> GateCal
             arguments={
                 k: v for k, v in params.items() if k in ("prompt", "system", "messages", "max_tokens")
             },
-            cost_usd=float(costs.get(step.id) or 0.0),
+            cost_usd=_estimate(run, step.id),
         )
     return None
 
@@ -104,6 +112,13 @@ class ApprovalGate:
                         "call_key": ticket["call_key"],
                     },
                 )
+
+    def may_gate(self, run: RunRecord, step: PlanStep) -> bool:
+        """Whether some rule could gate this step's call (checked before rendering its params)."""
+        if step.kind not in GATED_KINDS or not self.policies:
+            return False
+        workflow = run.workflow.removeprefix("workflows/")
+        return self.policies.may_gate_step(step.kind, workflow, step.id, _estimate(run, step.id))
 
     async def check(
         self, run: RunRecord, call: GateCall, call_key: str, resume_state: StepState

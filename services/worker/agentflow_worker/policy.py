@@ -140,6 +140,18 @@ class Rule:
             return False
         return all(check.holds(call.arguments) for check in self.arguments)
 
+    def may_match_step(self, kind: str, workflow: str, step_id: str, cost_usd: float) -> bool:
+        """Whether this rule could match the call of a `kind` step, judged before its arguments are
+        rendered (so that steps no rule can gate cost nothing)."""
+        if "agents" in self.globs or ("tools" in self.globs and kind != "tool"):
+            return False
+        if "models" in self.globs and kind != "model":
+            return False
+        for key, value in (("workflows", workflow), ("steps", step_id)):
+            if key in self.globs and not any(fnmatch.fnmatchcase(value, p) for p in self.globs[key]):
+                return False
+        return self.min_cost_usd is None or cost_usd >= self.min_cost_usd
+
 
 @dataclass(frozen=True)
 class PolicySet:
@@ -148,6 +160,10 @@ class PolicySet:
     def match(self, call: GateCall) -> Rule | None:
         """The first rule that asks for approval of `call`, or None when it may run."""
         return next((rule for rule in self.rules if rule.matches(call)), None)
+
+    def may_gate_step(self, kind: str, workflow: str, step_id: str, cost_usd: float) -> bool:
+        """Whether any rule could match the call of a tool or model step (see `Rule.may_match_step`)."""
+        return any(rule.may_match_step(kind, workflow, step_id, cost_usd) for rule in self.rules)
 
     def __bool__(self) -> bool:
         return bool(self.rules)

@@ -10,6 +10,7 @@ from agentflow.approvals.v1 import approvals_pb2, approvals_pb2_grpc
 from agentflow.runs.v1 import runs_pb2, runs_pb2_grpc
 from agentflow_runtime import context
 from agentflow_runtime.audit import AuditSink
+from agentflow_runtime.errors import FailedPrecondition, PermissionDenied
 from agentflow_runtime.pagination import clamp_page_size, decode_token, encode_token
 from agentflow_runtime.protojson import dict_from_struct, struct_from_dict, timestamp
 
@@ -100,9 +101,19 @@ class ApprovalServicer(approvals_pb2_grpc.ApprovalServiceServicer):
         self, request: approvals_pb2.DecideApprovalRequest, ctx: Ctx
     ) -> approvals_pb2.Approval:
         call = context.current()
-        ticket = await self.approvals.decide(
-            call.tenant, call.role, call.principal, request.name, request.approve, request.comment
-        )
+        try:
+            ticket = await self.approvals.decide(
+                call.tenant, call.role, call.principal, request.name, request.approve, request.comment
+            )
+        except (PermissionDenied, FailedPrecondition) as exc:
+            # A refused decision is evidence too: who tried, on which ticket, and why it was refused.
+            self.audit.record(
+                "approval.decide",
+                request.name,
+                outcome="denied",
+                details={"approve": request.approve, "role": call.role, "reason": exc.reason},
+            )
+            raise
         self.audit.record(
             "approval.decide",
             request.name,

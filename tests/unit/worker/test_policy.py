@@ -159,3 +159,18 @@ def test_load_directory_in_file_order(tmp_path: Path) -> None:
 def test_the_catalog_policies_load() -> None:
     policies = load_policies(REPO / "catalog" / "policies")
     assert policies.rules, "the catalog ships an example policy"
+
+
+def test_steps_no_rule_can_gate_are_known_before_rendering() -> None:
+    policies = rules()
+    assert policies.may_gate_step("tool", "wf", "ship", 0.0), "prod-deploys needs the rendered arguments"
+    assert policies.may_gate_step("model", "wf", "s", 0.5), "big-model-calls"
+    assert not policies.may_gate_step("model", "wf", "s", 0.1), "tools rules need a tool; cost too low"
+    only = PolicySet(
+        tuple(parse_policy("rules: [{id: r, match: {workflows: [ops], steps: [go]}}]", "p.yaml", "p"))
+    )
+    assert only.may_gate_step("tool", "ops", "go", 0.0)
+    assert not only.may_gate_step("tool", "ops", "stay", 0.0)
+    assert not only.may_gate_step("tool", "dev", "go", 0.0)
+    agents = PolicySet(tuple(parse_policy("rules: [{id: r, match: {agents: [a]}}]", "p.yaml", "p")))
+    assert not agents.may_gate_step("tool", "ops", "go", 0.0), "agent rules gate agents' tool calls only"
