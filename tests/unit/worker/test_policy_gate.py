@@ -288,3 +288,19 @@ async def tickets_of(db: Database, run_id: str) -> list[str]:
     async with db.connect() as conn:
         rows = (await conn.execute(select(approvals.c.approval_id).where(approvals.c.run_id == run_id))).all()
     return [r.approval_id for r in rows]
+
+
+async def test_a_rejection_respects_on_error_continue(store: RunStore, calls: FakeCalls) -> None:
+    h = Harness(store, calls, policies())
+    plan = plan_of(
+        step("ship", "tool", tool="deploy", arguments={"env": "prod"}, on_error="continue"),
+        step("report", "tool", ("ship",), tool="mail", arguments={"error": "{{ steps.ship.error.reason }}"}),
+    )
+    run = await h.execute((await create_run(store, plan)).run_id)
+    [ticket] = await h.tickets(run.run_id)
+    await h.book.decide("acme", "admin", "ada", f"approvals/{ticket['approval_id']}", False, "no")
+    done = await h.execute(run.run_id)
+    assert done.state is RunState.SUCCEEDED, done.error
+    assert states(done) == {"ship": StepState.FAILED, "report": StepState.SUCCEEDED}
+    assert calls.called() == ["report"]
+    assert calls.params("report")["arguments"] == {"error": "APPROVAL_REJECTED"}
