@@ -69,9 +69,10 @@ def parse_head(head: bytes) -> ProxyRequest:
     path = url.path or "/"
     if url.query:
         path = f"{path}?{url.query}"
-    kept = [(name, value) for name, value in headers if name.lower() not in _HOP_BY_HOP]
-    if not any(name.lower() == "host" for name, _ in kept):
-        kept.insert(0, ("Host", url.netloc))
+    # The Host header always names the checked destination: no reaching another virtual host of the
+    # allowed address (domain fronting) by sending a different one.
+    kept = [("Host", url.netloc)]
+    kept += [(name, value) for name, value in headers if name.lower() not in _HOP_BY_HOP | {"host"}]
     out = [f"{method} {path} {version}", *(f"{name}: {value}" for name, value in kept), "Connection: close"]
     return ProxyRequest(method, host, port, ("\r\n".join(out) + "\r\n\r\n").encode("latin-1"))
 

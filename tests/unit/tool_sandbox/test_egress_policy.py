@@ -90,6 +90,13 @@ def test_absolute_form_is_rewritten_to_origin_form_without_proxy_headers() -> No
     assert parse_head(b"GET http://example.com HTTP/1.0\r\n\r\n").port == 80
 
 
+def test_the_host_header_names_the_checked_destination() -> None:
+    head = b"GET http://allowed.example/x HTTP/1.1\r\nHost: internal.example\r\nhost: other\r\n\r\n"
+    assert parse_head(head).upstream_head == (
+        b"GET /x HTTP/1.1\r\nHost: allowed.example\r\nConnection: close\r\n\r\n"
+    )
+
+
 @pytest.mark.parametrize(
     "head",
     [
