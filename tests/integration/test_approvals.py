@@ -387,3 +387,13 @@ def test_the_catalog_approval_demo(settings: Settings) -> None:
     done = edge.wait_state(name, FINAL)
     assert done["state"] == "RUN_STATE_SUCCEEDED", done
     assert done["output"]["target"] == "production" and done["output"]["words"] > 0
+
+    # A waiting run is cancelled at once (no worker holds it); its ticket closes.
+    other = edge.start("approval-demo", {"version": "2.2", "target": "production"})
+    assert edge.wait_state(other, ("RUN_STATE_WAITING", *FINAL))["state"] == "RUN_STATE_WAITING"
+    cancelled = edge.call("POST", f"/v1/{other}:cancel", "developer", json={"reason": "not this week"})
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["state"] == "RUN_STATE_CANCELLED"
+    [closed] = edge.tickets(other)
+    assert closed["state"] == "APPROVAL_STATE_REJECTED" and closed["comment"] == "the run was cancelled"
+    assert error(edge.decide(closed["name"], True, "admin"), 400, 9)["reason"] == "APPROVAL_ALREADY_DECIDED"

@@ -100,13 +100,13 @@ class Runs:
                 reason="RUN_FINISHED",
                 metadata={"run": name, "state": run.state.value},
             )
+        await self.store.request_cancel(run.run_id, reason)
         # Nobody holds a waiting run: it is cancelled here, in one transaction (its open tickets close).
-        if run.state is RunState.WAITING and await cancel_waiting(
-            self.store.db, run, reason, context.current().principal
-        ):
+        # Tried whatever state was read: a run parked after that read is caught here, and one about to park
+        # does not (`waiting.park` refuses a run whose cancellation was requested).
+        if await cancel_waiting(self.store.db, run, reason, context.current().principal):
             await self.hub.notify(run.run_id)
             return await self.get(tenant, name)
-        await self.store.request_cancel(run.run_id, reason)
         # An unclaimed run is cancelled here and now; a running one by its lease owner's heartbeat.
         await self.scheduler.submit(run.run_id)
         return await self.get(tenant, name)

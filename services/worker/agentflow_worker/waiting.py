@@ -56,7 +56,8 @@ async def park(
     store: RunStore, run: RunRecord, owner: str, seq: int, requests: Sequence[ParkRequest]
 ) -> Parked | None:
     """Write the tickets, the WAITING states and their events and release the lease, in one transaction;
-    None when the lease was lost (then nothing is written).
+    None when the lease was lost or the run's cancellation requested (then nothing is written: the run is
+    cancelled by whoever holds it next, as any run whose worker stopped).
 
     A rare write, so it goes through SQLAlchemy rather than the hot-path journal (`journal.py`); both take
     the same write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: the run row)."""
@@ -102,7 +103,12 @@ async def park(
         # Under the lease (as every journal write): owner and unexpired, checked in the UPDATE itself.
         held = await conn.execute(
             update(runs)
-            .where(runs.c.run_id == run.run_id, runs.c.lease_owner == owner, runs.c.lease_expires > now)
+            .where(
+                runs.c.run_id == run.run_id,
+                runs.c.lease_owner == owner,
+                runs.c.lease_expires > now,
+                runs.c.cancel_requested.is_(False),
+            )
             .values(
                 state=RunState.WAITING.value, lease_owner=None, lease_expires=None, last_seq=batch[-1].seq
             )

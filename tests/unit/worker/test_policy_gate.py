@@ -304,3 +304,21 @@ async def test_a_rejection_respects_on_error_continue(store: RunStore, calls: Fa
     assert states(done) == {"ship": StepState.FAILED, "report": StepState.SUCCEEDED}
     assert calls.called() == ["report"]
     assert calls.params("report")["arguments"] == {"error": "APPROVAL_REJECTED"}
+
+
+async def test_a_run_whose_cancellation_was_requested_does_not_park(
+    store: RunStore, calls: FakeCalls
+) -> None:
+    """Cancel and park race: a requested cancellation wins (the lease owner then cancels the run)."""
+    rules = policies()
+    run = await create_run(store, deploy_plan(), run_input={"env": "production"})
+    assert await store.claim(run.run_id, OWNER, 600)
+    await store.request_cancel(run.run_id, "stop")
+    call = GateCall("tool", "test", "ship", tool="deploy", arguments={"env": "production"})
+    rule = rules.match(call)
+    assert rule is not None
+    request = ParkRequest("ship", f"{run.run_id}/ship/1", rule, call, StepState.PENDING)
+    assert await park(store, run, OWNER, run.last_seq, [request]) is None
+    assert await tickets_of(store.db, run.run_id) == []
+    fresh = await store.get(run.run_id)
+    assert fresh is not None and fresh.state is RunState.PENDING and fresh.cancel_requested
