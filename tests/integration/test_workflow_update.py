@@ -1,11 +1,15 @@
-"""UpdateWorkflow through the REST edge (PATCH): a new version; ReplayRun reports the drift of older runs."""
+"""Workflows over the REST edge: UpdateWorkflow (PATCH) makes a new version and ReplayRun reports the drift of
+older runs; an invalid fsm or bt is refused with every problem as a field violation."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import httpx
 import orjson
+from agentflow_cli.tokens import dev_token
+from agentflow_runtime.settings import Settings
 
 WORKFLOW = """
 id: {id}
@@ -84,3 +88,76 @@ def test_update_makes_a_new_version_and_replay_reports_the_drift(edge: str, toke
         f"{edge}/v1/workflows/nope-{workflow_id}", headers=auth(token), json={"source": v1_source}
     )
     assert missing.status_code == 404, missing.text
+
+
+def field_violations(reply: httpx.Response) -> set[tuple[str, str]]:
+    assert reply.status_code == 400, reply.text
+    assert "Traceback" not in reply.text
+    details = reply.json()["details"]
+    return {(v["field"], v["description"]) for d in details for v in d.get("fieldViolations", [])}
+
+
+def test_a_viewer_cannot_update(edge: str, settings: Settings) -> None:
+    viewer = dev_token(settings, tenant="default", role="viewer")
+    reply = httpx.patch(
+        f"{edge}/v1/workflows/fan-out", headers=auth(viewer), json={"displayName": "x"}, timeout=30
+    )
+    assert reply.status_code == 403, reply.text
+
+
+def test_invalid_fsm_and_bt_list_every_problem(edge: str, token: str) -> None:
+    fsm: dict[str, Any] = {
+        "id": f"bad-fsm-{uuid.uuid4().hex[:6]}",
+        "kind": "fsm",
+        "initial": "a",
+        "terminal": ["z"],
+        "states": {"a": {"transitions": [{"to": "nowhere"}]}, "b": {"transitions": [{"to": "a"}]}, "z": {}},
+    }
+    found = field_violations(
+        httpx.post(f"{edge}/v1/workflows", headers=auth(token), json={"definition": fsm}, timeout=30)
+    )
+    assert found == {
+        ("max_transitions", "is required: the most transitions a run may take (1-100)"),
+        ("states.a.transitions[0].to", "unknown target state 'nowhere'"),
+        ("states.b", "unreachable from the initial state 'a'"),
+        ("states.z", "unreachable from the initial state 'a'"),
+    }
+    fsm["max_transitions"] = 3
+    fsm["states"]["a"] = {"transitions": [{"to": "z", "when": "{{ input.go == }}"}]}
+    reply = httpx.post(
+        f"{edge}/v1/workflows:validate",
+        headers=auth(token),
+        json={"workflow": {"definition": fsm}},
+        timeout=30,
+    )
+    assert reply.status_code == 200, reply.text
+    assert "valid" not in reply.json()  # proto3 JSON leaves out a false bool
+    found = {(v["field"], v["description"]) for v in reply.json()["violations"]}
+    assert ("states.b", "unreachable from the initial state 'a'") in found
+    assert any(f == "states.a.transitions[0].when" and "syntax error" in d for f, d in found), found
+
+    bt = {
+        "id": "bad-bt",
+        "kind": "bt",
+        "root": {
+            "selector": [
+                {"kind": "tool", "tool": "word-count"},
+                {"retry": {"max_attempts": 0}, "do": {"id": "x", "kind": "tool", "tool": "word-count"}},
+                {"timeout": 5, "do": {}},
+            ]
+        },
+    }
+    reply = httpx.post(
+        f"{edge}/v1/workflows:validate",
+        headers=auth(token),
+        json={"workflow": {"definition": bt}},
+        timeout=30,
+    )
+    assert reply.status_code == 200, reply.text
+    violations = {(v["field"], v["description"]) for v in reply.json()["violations"]}
+    assert ("root.selector[0].id", "a leaf step needs an `id`") in violations
+    assert (
+        "root.selector[2].do.kind",
+        "unknown step kind None (known: model, tool, memory, agent, value, workflow)",
+    ) in violations
+    assert ("root.selector[1].do.retry.max_attempts", "must be an integer from 1 to 100") in violations

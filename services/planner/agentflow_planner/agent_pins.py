@@ -33,7 +33,7 @@ def pin_agents(
         if step.kind is not StepKind.AGENT:
             steps.append(step)
             continue
-        where = f"steps[{positions.get(step.id, 0)}].agent"
+        where = f"{step.source or f'steps[{positions.get(step.id, 0)}]'}.agent"
         name = str(step.params.get("agent"))
         if name not in catalog.agents:
             known = ", ".join(sorted(catalog.agents)) or "none"
@@ -53,7 +53,7 @@ def pin_agents(
         )
         steps.append(replace(step, params={**step.params, "agents": pinned}))
     if violations:
-        return None, violations
+        return None, list(dict.fromkeys(violations))  # an fsm state's visits share their violations
     return replace(definition, steps=tuple(steps)), []
 
 

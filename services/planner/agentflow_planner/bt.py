@@ -119,7 +119,8 @@ def _leaf(
         return None
     tree.checks.append((step_id, path, {k: v for k, v in fields.items() if k not in COMMON_FIELDS}))
     description = str(node.get("description", ""))
-    step = StepDefinition(step_id, StepKind(kind), tuple(deps), _entry(params, when, guarded), description)
+    params = _entry(params, when, guarded)
+    step = StepDefinition(step_id, StepKind(kind), tuple(deps), params, description, path)
     return tree.add(step, path)
 
 

@@ -192,12 +192,13 @@ def _levels(states: Mapping[str, _State], initial: str, bound: int) -> list[list
 def _reachability(
     states: Mapping[str, _State], initial: str, terminal: set[str], bound: int, out: Violations
 ) -> None:
+    """Unreachable states; with a valid `bound` (> 0), states and terminals beyond it."""
     depth = {initial: 0}
     frontier = [initial]
     while frontier:
         following: list[str] = []
         for name in frontier:
-            for transition in states[name].transitions:
+            for transition in states[name].transitions if name in states else ():
                 if transition.target not in depth:
                     depth[transition.target] = depth[name] + 1
                     following.append(transition.target)
@@ -205,12 +206,12 @@ def _reachability(
     for name in sorted(states):
         if name not in depth:
             out.add(f"states.{name}", f"unreachable from the initial state {initial!r}")
-        elif depth[name] > bound:
+        elif bound and depth[name] > bound:
             out.add(
                 f"states.{name}",
                 f"first reachable after {depth[name]} transitions, beyond max_transitions ({bound})",
             )
-    if not any(name in depth and depth[name] <= bound for name in terminal):
+    if bound and terminal and not any(name in depth and depth[name] <= bound for name in terminal):
         out.add("terminal", f"no terminal state is reachable within max_transitions ({bound})")
 
 
@@ -248,8 +249,9 @@ def _unroll(
                 params["when"] = "{{ " + " or ".join(f"({a})" for a in arrivals) + " }}"
                 if len(needs) > 1:
                     params["join"] = "any"
+            step_id, source = f"{name}~{n}", f"states.{name}"
             steps.append(
-                StepDefinition(f"{name}~{n}", state.kind, tuple(sorted(needs)), params, state.description)
+                StepDefinition(step_id, state.kind, tuple(sorted(needs)), params, state.description, source)
             )
     reached = [_ran(step.id) for step in steps if step.id.rpartition("~")[0] in terminal]
     end = {
@@ -298,7 +300,7 @@ def compile_states(
                 terminal.add(name)
     bound = _bound(data.get("max_transitions"), out)
     states = _states(raw, names, terminal, out, input_fields)
-    if len(out.items) == before and isinstance(initial, str):
+    if initial in states:
         _reachability(states, initial, terminal, bound, out)
     scope: dict[str, Any] = {"known_states": names}
     if len(out.items) != before or not isinstance(initial, str):

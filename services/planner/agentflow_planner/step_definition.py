@@ -19,3 +19,6 @@ class StepDefinition:
     needs: tuple[str, ...]
     params: dict[str, Any]
     description: str = ""
+    source: str = ""
+    """Path of the definition field that declared the step (`states.review`, `root.sequence[0]`), for
+    violations found after compilation; empty for dag steps (`steps[i]`, found by id)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentflow_planner.definition import check_definition
+from agentflow_planner.registry import validate
 from agentflow_worker.model import RunState, StepState
 from agentflow_worker.store import RunStore
 
@@ -192,3 +193,12 @@ def test_templates_may_read_only_steps_that_ran_before() -> None:
         ),
         ("root.sequence[2].condition", "template 'steps.nothing.output': unknown step 'nothing'"),
     }
+
+
+def test_agent_problems_name_the_leaf() -> None:
+    definition = fetch_or_fallback()
+    definition["root"]["sequence"][0] = {"id": "prepare", "kind": "agent", "agent": "nobody", "input": "hi"}
+    checked = validate(definition)
+    assert [(v.field, v.description) for v in checked.violations] == [
+        ("root.sequence[0].agent", "unknown agent 'nobody' (catalog agents: none)")
+    ]

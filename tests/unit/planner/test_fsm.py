@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentflow_planner.definition import check_definition
+from agentflow_planner.registry import validate
 from agentflow_planner.step_params import StepKind
 from agentflow_worker.model import Plan, RunState, StepState
 from agentflow_worker.replay import Verdict, replay
@@ -179,6 +180,8 @@ def test_every_problem_is_listed_at_once() -> None:
         ("states.middle.transitions[0].to", "unknown target state 'limbo'"),
         ("states.stuck", "a dead end: give it transitions or list it in `terminal`"),
         ("states.finish.transitions", "a terminal state has no transitions"),
+        ("states.orphan", "unreachable from the initial state 'start'"),
+        ("states.stuck", "unreachable from the initial state 'start'"),
     }
 
 
@@ -227,3 +230,17 @@ async def test_replay_of_a_looped_run_matches_its_journal(store: RunStore) -> No
     drift = replay(run, Plan.from_json(compiled(changed).to_dict()), await store.input_digests(run.run_id))
     assert not drift.matches
     assert {v.step_id for v in drift.steps if v.verdict is Verdict.INPUT_CHANGED} == {"review~1", "review~3"}
+
+
+def test_agent_problems_name_the_state_once() -> None:
+    definition = review_loop()
+    definition["states"]["draft"] = {
+        "kind": "agent",
+        "agent": "nobody",
+        "input": "hi",
+        "transitions": [{"to": "review"}],
+    }
+    checked = validate(definition)
+    assert [(v.field, v.description) for v in checked.violations] == [
+        ("states.draft.agent", "unknown agent 'nobody' (catalog agents: none)")
+    ]
