@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
 from agentflow_planner.definition import check_definition
 from agentflow_planner.registry import validate
-from agentflow_worker.model import RunState, StepState
+from agentflow_worker.engine import RunEngine
+from agentflow_worker.model import Plan, RunState, StepState
 from agentflow_worker.store import RunStore
 
-from tests.unit.worker.conftest import FakeCalls
+from tests.unit.worker.conftest import SAFETY, FakeCalls, Notes, create_run
 
 from .engine_support import compiled, run_plan, states, store
 
@@ -202,3 +205,33 @@ def test_agent_problems_name_the_leaf() -> None:
     assert [(v.field, v.description) for v in checked.violations] == [
         ("root.sequence[0].agent", "unknown agent 'nobody' (catalog agents: none)")
     ]
+
+
+async def test_a_resumed_run_keeps_a_tolerated_failure_as_an_outcome(store: RunStore) -> None:
+    """A crash after the selector's first child failed: the new worker neither fails the run nor calls the
+    failed child again, and later steps still read its status and error from the journal."""
+    definition = fetch_or_fallback()
+    definition["output"] = {"primary": "{{ steps.primary.status }}", "code": "{{ steps.primary.error.code }}"}
+    plan = Plan.from_json(compiled(definition).to_dict())
+    run = await create_run(store, plan, run_input={"cached": False})
+    assert await store.claim(run.run_id, "w1", 600)
+    fresh = await store.get(run.run_id)
+    assert fresh is not None
+    first = FakeCalls()
+    first.script("primary", fail={**UNAVAILABLE, "code": "INTERNAL"})
+    first.script("fallback", gate=asyncio.Event())  # never released: the worker "crashes" here
+    task = asyncio.create_task(RunEngine(store, first, "w1", Notes()).execute(fresh))
+    await first.wait_started("fallback")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, SAFETY)
+    journaled = await store.get(run.run_id)
+    assert journaled is not None and states(journaled)["primary"] is StepState.FAILED
+
+    second = FakeCalls()
+    state = await asyncio.wait_for(RunEngine(store, second, "w1", Notes()).execute(journaled), SAFETY)
+    assert state is RunState.SUCCEEDED
+    assert "primary" not in second.called() and "prepare" not in second.called()
+    assert sorted(second.called()) == ["fallback", "left", "right"]
+    final = await store.get(run.run_id)
+    assert final is not None and final.output == {"primary": "FAILED", "code": "INTERNAL"}
