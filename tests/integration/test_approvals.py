@@ -301,6 +301,9 @@ def test_a_run_waits_for_approval_across_a_full_restart(approval_mesh: tuple[Set
     assert ticket["onExpiry"] == "EXPIRY_ACTION_REJECT" and ticket["expireTime"]
     assert ticket["request"]["tool"] == "count"
     assert ticket["request"]["arguments"] == {"mark": "v1/ship", "env": "production"}
+    paused = edge.run(name)
+    assert paused["pendingApprovals"] == [ticket["name"]]
+    assert [s.get("approval", "") for s in paused["steps"]] == ["", ticket["name"]]
 
     # Only the rule's roles decide: a developer is refused by the worker, a viewer already by the edge.
     refused = edge.decide(ticket["name"], True, "developer")
@@ -316,6 +319,7 @@ def test_a_run_waits_for_approval_across_a_full_restart(approval_mesh: tuple[Set
     done = edge.wait_state(name, FINAL)
     assert done["state"] == "RUN_STATE_SUCCEEDED", done
     assert done["output"] == {"shipped": "v1/ship"}
+    assert "pendingApprovals" not in done and done["steps"][1]["approval"] == ticket["name"]
     assert counter.read_text().splitlines() == ["v1/build", "v1/ship"], "the approved call ran once"
 
     # Approving again is a clear error, and resumes nothing.

@@ -37,6 +37,7 @@ def step_pb(step: StepRecord) -> runs_pb2.StepRun:
         kind=step.kind,
         state=runs_pb2.StepState.Value(f"STEP_STATE_{step.state.value}"),
         attempts=step.attempts,
+        approval=step.approval,
     )
     if step.output is not None:
         message.output.CopyFrom(value_from_py(step.output))
@@ -65,6 +66,7 @@ def run_pb(run: RunRecord, with_steps: bool = True) -> runs_pb2.Run:
         last_event_seq=run.last_seq,
         create_time=timestamp(run.create_time),
         labels=run.labels,
+        pending_approvals=run.pending_approvals,
     )
     if run.output is not None:
         message.output.CopyFrom(value_from_py(run.output))

@@ -104,6 +104,8 @@ class StepRecord:
     attempts: int = 0
     start_time: datetime | None = None
     end_time: datetime | None = None
+    approval: str = ""
+    """The newest approval ticket of the step's calls (`approvals/{id}`); filled for reads only."""
 
 
 @dataclass
@@ -129,6 +131,8 @@ class RunRecord:
     steps: list[StepRecord] = field(default_factory=list)
     budget: dict[str, Any] | None = None
     """The run's cap ({max_cost_usd, max_tokens}), if any."""
+    pending_approvals: list[str] = field(default_factory=list)
+    """Tickets the run waits for (`approvals/{id}`); filled for reads only."""
 
     @property
     def name(self) -> str:

@@ -18,7 +18,7 @@ from agentflow_worker.model import Event, Plan, RunRecord, RunState
 from agentflow_worker.replay import ReplayReport, replay
 from agentflow_worker.scheduler import Scheduler
 from agentflow_worker.store import RunStore
-from agentflow_worker.waiting import cancel_waiting
+from agentflow_worker.waiting import cancel_waiting, note_tickets
 
 _RUN_NAME = re.compile(rf"runs/({RUN_ID.pattern})")
 _WORKFLOW_NAME = re.compile(rf"workflows/{WORKFLOW_ID.pattern}")
@@ -90,7 +90,7 @@ class Runs:
         run = await self.store.get(parse_run_name(name), tenant)
         if run is None:
             raise NotFound(f"{name} not found", reason="RUN_NOT_FOUND", metadata={"run": name})
-        return run
+        return await note_tickets(self.store.db, run)
 
     async def cancel(self, tenant: str, name: str, reason: str) -> RunRecord:
         run = await self.get(tenant, name)

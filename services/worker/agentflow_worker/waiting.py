@@ -30,7 +30,7 @@ from agentflow_worker.model import Event, EventType, RunRecord, RunState, StepSt
 from agentflow_worker.store import RunStore
 from agentflow_worker.tables import approvals, events, runs, steps
 
-__all__ = ["Parked", "Settled", "cancel_waiting", "park", "settle"]
+__all__ = ["Parked", "Settled", "cancel_waiting", "note_tickets", "park", "settle"]
 
 
 @dataclass(frozen=True)
@@ -240,6 +240,23 @@ async def _not_pending(conn: AsyncConnection, approval_id: str, now: datetime) -
     state = "" if row is None else str(row.state)
     reason = "APPROVAL_EXPIRED" if state == "EXPIRED" else "APPROVAL_ALREADY_DECIDED"
     return FailedPrecondition(f"{name} is already {state.lower()}", reason=reason, metadata={"state": state})
+
+
+async def note_tickets(db: Database, run: RunRecord) -> RunRecord:
+    """Fill in the run's tickets for a reader: each step's newest ticket, the ones the run waits for."""
+    query = (
+        select(approvals.c.approval_id, approvals.c.step_id, approvals.c.state)
+        .where(approvals.c.run_id == run.run_id)
+        .order_by(approvals.c.create_time, approvals.c.approval_id)
+    )
+    async with db.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    newest = {r.step_id: f"approvals/{r.approval_id}" for r in rows}
+    for record in run.steps:
+        record.approval = newest.get(record.step_id, "")
+    if run.state is RunState.WAITING:
+        run.pending_approvals = [f"approvals/{r.approval_id}" for r in rows if r.state == "PENDING"]
+    return run
 
 
 async def cancel_waiting(db: Database, run: RunRecord, reason: str, principal: str) -> bool:

@@ -16,7 +16,7 @@ from agentflow_worker.model import EventType, Plan, RunRecord, RunState, StepSta
 from agentflow_worker.policy import GateCall, PolicySet, parse_policy
 from agentflow_worker.store import RunStore
 from agentflow_worker.tables import approvals, runs
-from agentflow_worker.waiting import Settled, cancel_waiting, park
+from agentflow_worker.waiting import Settled, cancel_waiting, note_tickets, park
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -132,6 +132,9 @@ async def test_a_gated_step_parks_the_run_durably_and_an_approval_resumes_it(
     assert requested.data["approval"] == f"approvals/{ticket['approval_id']}"
 
     name = f"approvals/{ticket['approval_id']}"
+    noted = await note_tickets(store.db, run)
+    assert noted.pending_approvals == [name]
+    assert {s.step_id: s.approval for s in noted.steps} == {"build": "", "ship": name, "notify": ""}
     with pytest.raises(PermissionDenied) as denied:
         await h.book.decide("acme", "developer", "dev", name, True, "")
     assert denied.value.reason == "ROLE_NOT_ALLOWED"

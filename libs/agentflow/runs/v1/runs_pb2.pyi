@@ -261,6 +261,7 @@ class Run(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     BUDGET_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
+    PENDING_APPROVALS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `runs/{run}`."""
     workflow: _builtins.str
@@ -311,6 +312,10 @@ class Run(_message.Message):
     def budget(self) -> Global___Budget:
         """The run's spending cap, if any."""
 
+    @_builtins.property
+    def pending_approvals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The approval tickets the run waits for (`approvals/{approval}`), while it is WAITING."""
+
     def __init__(
         self,
         *,
@@ -330,10 +335,11 @@ class Run(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         budget: Global___Budget | None = ...,
         cost_usd: _builtins.float = ...,
+        pending_approvals: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "input", b"input", "output", b"output", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "cost_usd", b"cost_usd", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "input", b"input", "labels", b"labels", "last_event_seq", b"last_event_seq", "name", b"name", "output", b"output", "plan_hash", b"plan_hash", "state", b"state", "steps", b"steps", "usage", b"usage", "workflow", b"workflow", "workflow_version", b"workflow_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "cost_usd", b"cost_usd", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "input", b"input", "labels", b"labels", "last_event_seq", b"last_event_seq", "name", b"name", "output", b"output", "pending_approvals", b"pending_approvals", "plan_hash", b"plan_hash", "state", b"state", "steps", b"steps", "usage", b"usage", "workflow", b"workflow", "workflow_version", b"workflow_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -353,6 +359,7 @@ class StepRun(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    APPROVAL_FIELD_NUMBER: _builtins.int
     step_id: _builtins.str
     """The plan step id."""
     kind: _builtins.str
@@ -361,6 +368,8 @@ class StepRun(_message.Message):
     """Where the step is."""
     attempts: _builtins.int
     """How many times the step was attempted."""
+    approval: _builtins.str
+    """The newest approval ticket of the step's calls (`approvals/{approval}`), if a policy gated one."""
     @_builtins.property
     def output(self) -> _struct_pb2.Value:
         """The step's journaled output."""
@@ -388,10 +397,11 @@ class StepRun(_message.Message):
         attempts: _builtins.int = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        approval: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "error", b"error", "output", b"output", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "end_time", b"end_time", "error", b"error", "kind", b"kind", "output", b"output", "start_time", b"start_time", "state", b"state", "step_id", b"step_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "attempts", b"attempts", "end_time", b"end_time", "error", b"error", "kind", b"kind", "output", b"output", "start_time", b"start_time", "state", b"state", "step_id", b"step_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
