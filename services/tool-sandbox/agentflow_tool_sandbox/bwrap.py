@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import shutil
 import sys
 from collections.abc import AsyncGenerator, Iterator, Mapping
@@ -64,10 +65,17 @@ SIGNAL_EXIT_BASE = 128
 """bwrap exits 128+N when the sandboxed process died of signal N."""
 
 
+UID_BASE = 1_900_000_000
+UID_BLOCKS = 16_384
+"""Each service instance takes a random block of `uid_count` uids above UID_BASE, so that sandbox services
+sharing a host (replicas, test meshes) rarely share a uid, whose processes RLIMIT_NPROC would count together."""
+
+
 class UidPool:
     """Unprivileged uids handed out one per running call (so RLIMIT_NPROC counts per call)."""
 
     def __init__(self, base: int, size: int) -> None:
+        self.base = base
         self._free = list(range(base + size - 1, base - 1, -1))
 
     @contextmanager
@@ -90,8 +98,9 @@ class BwrapConfig:
 
     bwrap: str = "bwrap"
     python: str = field(default_factory=lambda: sys.executable)
-    uid_base: int = 1_900_000_000
     uid_count: int = 4096
+    uid_base: int = -1
+    """The first uid of the pool; -1 = a random block above UID_BASE (see UID_BLOCKS)."""
     max_file_bytes: int = 64 * 1024 * 1024
     """RLIMIT_FSIZE, and the size of the tmpfs workdir and /tmp."""
     privileged: bool = field(default_factory=lambda: os.geteuid() == 0)
@@ -112,7 +121,10 @@ class BwrapRunner:
     def __init__(self, config: BwrapConfig) -> None:
         self.config = config
         self.unavailable: str | None = "the sandbox has not been probed yet"
-        self._uids = UidPool(config.uid_base, config.uid_count)
+        base = config.uid_base
+        if base < 0:
+            base = UID_BASE + secrets.randbelow(UID_BLOCKS) * config.uid_count
+        self._uids = UidPool(base, config.uid_count)
         self._cleanups: set[asyncio.Task[tuple[int, Usage]]] = set()
 
     def mark_available(self, problem: str | None) -> None:

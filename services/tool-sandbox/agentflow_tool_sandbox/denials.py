@@ -15,7 +15,13 @@ SIGKILL = 9
 
 _MEMORY_MARKERS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
 _PROCESS_MARKERS = ("Resource temporarily unavailable", "Cannot fork", "can't start new thread")
-_FILESYSTEM_MARKERS = ("Read-only file system", "Permission denied", "Operation not permitted")
+_NETWORK_MARKERS = (
+    "Network is unreachable",
+    "Temporary failure in name resolution",
+    "Name or service not known",
+    "No address associated with hostname",
+)
+_ISOLATION_MARKERS = ("Read-only file system", "Permission denied", "Operation not permitted")
 
 
 class SandboxDenied(FailedPrecondition):
@@ -26,7 +32,8 @@ def limit_hit(result: Result) -> str | None:
     """The limit or isolation boundary a finished call ran into, None when there is no sign of one.
 
     Wall time and output cap are certain (the backend enforced them); CPU is the SIGXCPU signal; memory,
-    process count and filesystem denials are read from the error the tool printed (best effort: a tool
+    process count, network and other isolation denials (EROFS, EACCES, EPERM) are read from the error the
+    tool printed (best effort: a tool
     may print anything, so this only labels the audit record and the metric, it decides nothing).
     """
     if result.timed_out:
@@ -42,6 +49,8 @@ def limit_hit(result: Result) -> str | None:
         return "memory_bytes"
     if any(marker in tail for marker in _PROCESS_MARKERS):
         return "max_processes"
-    if any(marker in tail for marker in _FILESYSTEM_MARKERS):
-        return "filesystem"
+    if any(marker in tail for marker in _NETWORK_MARKERS):
+        return "network"
+    if any(marker in tail for marker in _ISOLATION_MARKERS):
+        return "isolation"
     return None
