@@ -68,7 +68,7 @@ SIGNAL_EXIT_BASE = 128
 UID_BASE = 1_900_000_000
 UID_BLOCKS = 16_384
 """Each service instance takes a random block of `uid_count` uids above UID_BASE, so that sandbox services
-sharing a host (replicas, test meshes) rarely share a uid, whose processes RLIMIT_NPROC would count together."""
+sharing a host (replicas, test meshes) rarely share a uid (RLIMIT_NPROC counts a uid's processes)."""
 
 
 class UidPool:
