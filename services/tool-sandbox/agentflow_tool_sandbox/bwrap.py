@@ -245,7 +245,8 @@ class BwrapRunner:
             for cap in ROOT_CAPS:
                 args += ["--cap-add", cap]
         else:
-            args.append("--unshare-all")
+            # --unshare-all only tries the user namespace; --disable-userns needs it for certain.
+            args += ["--unshare-all", "--unshare-user"]
             if network.share_host_network:
                 args.append("--share-net")
             args += ["--disable-userns", "--cap-drop", "ALL"]

@@ -178,3 +178,21 @@ async def test_the_probe_rejects_a_sandbox_that_does_not_isolate(tmp_path: Path)
     runner = BwrapRunner(BwrapConfig(bwrap=str(fake)))
     problem = await probe(runner)
     assert problem is not None
+
+
+def test_the_command_line_unprivileged_and_as_root() -> None:
+    spec = python_tool("print(1)")
+    plain = BwrapRunner(BwrapConfig(privileged=False)).argv(
+        spec, limits(), Permissions(), NetworkAccess(), uid=None, env_fd=3, usage_fd=4
+    )
+    sandbox_args = plain[: plain.index("--")]
+    assert {"--unshare-all", "--unshare-user", "--disable-userns", "--clearenv", "--die-with-parent"} <= set(
+        sandbox_args
+    )
+    assert "--user" not in plain and "--cap-add" not in plain
+    rooted = BwrapRunner(BwrapConfig(privileged=True)).argv(
+        spec, limits(), Permissions(), NetworkAccess(), uid=1234, env_fd=3, usage_fd=4
+    )
+    assert "--unshare-user" not in rooted and "--unshare-net" in rooted
+    assert rooted[rooted.index("--user") + 1] == "1234:1234"
+    assert "RLIMIT_NPROC=32:32" in rooted
