@@ -7,8 +7,8 @@
 The stored plan of the pinned version (itself already inlined) is copied with namespaced step ids:
 
 - `research/_input`: a value step carrying the sub-workflow's input (the step's `input`, rendered in the outer
-  scope), with the step's `needs` and `when`, and the pin (`workflow`, `workflow_version`) in its params, so
-  the plan hash changes when the pin does;
+  scope), with the step's `needs`, `when` and `join`, and the pin (`workflow`, `workflow_version`) in its
+  params, so the plan hash changes when the pin does;
 - `research/<inner>` for each inner step: its templates are rewritten (`steps.<x>` -> `steps["research/<x>"]`,
   `states.<x>` -> `states["research/<x>"]`, `input.<f>` -> `steps["research/_input"].output.<f>`) and steps
   without needs need `research/_input`;
@@ -39,6 +39,7 @@ from .violations import Violation
 __all__ = ["INPUT_STEP", "WORKFLOW_REF", "Loader", "inline_workflows"]
 
 INPUT_STEP = "_input"
+_NOT_ON_WORKFLOW_STEPS = frozenset({"retry", "timeout_seconds", "on_error"})
 
 Loader = Callable[[str, int], Awaitable[tuple[Plan, dict[str, Any] | None]]]
 """(workflow id, version or 0 for the latest) -> its stored plan and input schema; raises NotFound."""
@@ -74,8 +75,9 @@ def _expand(step: StepDefinition, plan: Plan, run_input: dict[str, Any]) -> list
         "workflow": plan.workflow,
         "workflow_version": plan.workflow_version,
     }
-    if "when" in step.params:
-        input_params["when"] = step.params["when"]
+    for key in ("when", "join"):
+        if key in step.params:
+            input_params[key] = step.params[key]
     expanded = [StepDefinition(input_id, StepKind.VALUE, step.needs, input_params, step.description)]
     for inner in plan.steps:
         needs = tuple(f"{prefix}/{n}" for n in inner.needs) or (input_id,)
@@ -105,6 +107,10 @@ async def inline_workflows(
             steps.append(step)
             continue
         where = f"steps[{positions.get(step.id, 0)}]"
+        for key in sorted(_NOT_ON_WORKFLOW_STEPS & set(step.params)):
+            violations.append(
+                Violation(f"{where}.{key}", "not supported on a sub-workflow step; set it on its inner steps")
+            )
         match = WORKFLOW_REF.fullmatch(str(step.params["workflow"]))
         if match is None:  # reported by the definition checks already
             continue

@@ -166,15 +166,16 @@ async def test_every_problem_with_sub_workflows_is_a_violation(registry: Workflo
         {"id": "old", "workflow": "inner@7", "input": {"topic": "x"}},
         {"id": "bare", "workflow": "inner"},
         {"id": "self", "workflow": "bad"},
+        {"id": "retried", "workflow": "inner", "input": {"topic": "x"}, "retry": {"max_attempts": 2}},
         {"id": "syntax", "workflow": "Inner@x"},
     ]
     bad = {"id": "bad", "steps": steps}
     with pytest.raises(InvalidArgument) as info:
         await registry.create(TENANT, bad)
     assert sorted(info.value.violations) == [
-        ("steps[4].workflow", "must be a workflow id, with an optional version: <id> or <id>@<version>"),
+        ("steps[5].workflow", "must be a workflow id, with an optional version: <id> or <id>@<version>"),
     ]
-    del steps[4]
+    del steps[5]
     with pytest.raises(InvalidArgument) as info:
         await registry.create(TENANT, bad)
     assert sorted(info.value.violations) == [
@@ -182,6 +183,7 @@ async def test_every_problem_with_sub_workflows_is_a_violation(registry: Workflo
         ("steps[1].workflow", "workflow 'inner' has no version 7"),
         ("steps[2].input", "missing 'topic', required by workflow 'inner'"),
         ("steps[3].workflow", "a cycle: bad -> bad"),
+        ("steps[4].retry", "not supported on a sub-workflow step; set it on its inner steps"),
     ]
     # inner -> outer -> inner: refused, and inner keeps its one version.
     looping = {
