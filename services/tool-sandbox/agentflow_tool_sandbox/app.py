@@ -59,9 +59,10 @@ class ToolSandboxService:
         # The allow-listing egress proxy: the only network a sandboxed tool gets (see egress.py).
         self._egress = EgressProxy(runtime.audit, root=self._settings.data_dir / "egress")
         runner = await self._runner()
-        if runner.name == "bwrap" and isinstance(runner, BwrapRunner) and runner.unavailable is not None:
+        if isinstance(runner, BwrapRunner) and runner.unavailable is not None:
             runtime.not_serving.add(tools_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name)
-        launch = LaunchConfig(scratch_root=self._settings.data_dir / "mcp-scratch")
+        sandbox = runner if isinstance(runner, BwrapRunner) else None  # stdio MCP servers run sandboxed too
+        launch = LaunchConfig(scratch_root=self._settings.data_dir / "mcp-scratch", sandbox=sandbox)
         mcp = self._mcp = McpServers(mcp_store.McpStore(self._db.engine), mcp_catalog, launch)
         delegation = Delegation(
             path_roots=tuple(self._settings.sandbox_api_path_roots), env=tuple(self._settings.sandbox_api_env)

@@ -19,14 +19,17 @@ concurrent call, so process limits are per call), which drops every capability. 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import resource
 import secrets
 import shutil
+import signal
 import sys
 from collections.abc import AsyncGenerator, Iterator, Mapping
-from contextlib import AsyncExitStack, aclosing, contextmanager
+from contextlib import AbstractContextManager, AsyncExitStack, aclosing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,6 +164,63 @@ class BwrapRunner:
         async for event in self._run(spec, limits, arguments, permissions, "sandbox-probe"):
             yield event
 
+    async def spawn(
+        self,
+        spec: ProcessSpec,
+        limits: Limits,
+        permissions: Permissions,
+        *,
+        stream_limit: int = 64 * 1024,
+    ) -> Spawned:
+        """Start a long-lived sandboxed process (an MCP stdio server) with piped stdio: the same sandbox as
+        a call, without a wall time or CPU limit and without network (egress rules are refused: the proxy
+        serves calls). Its uid stays leased until `Spawned.stop`."""
+        if self.unavailable is not None:
+            raise SandboxDenied(
+                f"the tool sandbox cannot isolate processes, so it starts none: {self.unavailable}",
+                reason=SANDBOX_UNAVAILABLE,
+                metadata={"backend": self.name},
+            )
+        if permissions.egress:
+            raise SandboxDenied(
+                "a long-lived sandboxed process gets no network", reason=EGRESS_UNAVAILABLE, metadata={}
+            )
+        limits = limits.with_defaults()
+        lease = self._uids.lease() if self.config.privileged else None
+        uid = lease.__enter__() if lease is not None else None
+        env_fd = _memfd(
+            "af-spawn-env", json.dumps(self.environment(spec, permissions, NetworkAccess())).encode()
+        )
+        try:
+            argv = self.argv(
+                spec,
+                limits,
+                permissions,
+                NetworkAccess(),
+                uid=uid,
+                env_fd=env_fd,
+                usage_fd=None,
+                cpu_limit=False,
+            )
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={},
+                cwd="/",
+                pass_fds=(env_fd,),
+                start_new_session=True,
+                limit=stream_limit,
+            )
+        except BaseException:
+            if lease is not None:
+                lease.__exit__(None, None, None)
+            raise
+        finally:
+            os.close(env_fd)
+        return Spawned(proc, lease)
+
     async def _run(
         self,
         spec: ProcessSpec,
@@ -232,9 +292,11 @@ class BwrapRunner:
         *,
         uid: int | None,
         env_fd: int,
-        usage_fd: int,
+        usage_fd: int | None,
+        cpu_limit: bool = True,
     ) -> list[str]:
-        """The bwrap command line for one call."""
+        """The bwrap command line for one call (`usage_fd` None: no usage report, the launcher execs the
+        process directly; `cpu_limit` False: no RLIMIT_CPU, for a long-lived process)."""
         config = self.config
         args = [config.bwrap]
         if config.privileged:
@@ -274,7 +336,11 @@ class BwrapRunner:
         args += mounts.args
         args += ["--chdir", WORKDIR]
         plan = rlimits.plan(limits, max_processes=limits.max_processes, max_file_bytes=config.max_file_bytes)
-        launcher = [config.python, "-I", "-S", LAUNCHER, "--env-fd", str(env_fd), "--usage-fd", str(usage_fd)]
+        if not cpu_limit:
+            plan = [r for r in plan if r.resource != resource.RLIMIT_CPU]
+        launcher = [config.python, "-I", "-S", LAUNCHER, "--env-fd", str(env_fd)]
+        if usage_fd is not None:
+            launcher += ["--usage-fd", str(usage_fd)]
         if uid is not None:
             launcher += ["--user", f"{uid}:{uid}"]
         prefix = [arg.replace(PYTHON_PLACEHOLDER, config.python) for arg in network.command_prefix]
@@ -327,6 +393,32 @@ def _python_roots(python: str) -> list[str]:
     wanted = named | {os.path.realpath(p) for p in named} | {os.path.dirname(os.path.dirname(real))}
     outside = sorted(p for p in wanted if os.path.isdir(p) and p != "/usr" and not p.startswith("/usr/"))
     return [p for p in outside if not any(p.startswith(other + "/") for other in outside)]
+
+
+@dataclass
+class Spawned:
+    """A long-lived sandboxed process (see `BwrapRunner.spawn`)."""
+
+    process: asyncio.subprocess.Process
+    lease: AbstractContextManager[int] | None = None
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Close stdin, give the process `grace` seconds, then kill the sandbox (its whole pid namespace)."""
+        process = self.process
+        try:
+            if process.stdin is not None:
+                with contextlib.suppress(Exception):
+                    process.stdin.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), grace)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                await process.wait()
+        finally:
+            if self.lease is not None:
+                self.lease.__exit__(None, None, None)
+                self.lease = None
 
 
 class _UsageReport:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 from agentflow_tool_sandbox.bwrap import BwrapConfig, BwrapRunner
 from agentflow_tool_sandbox.denials import EGRESS_UNAVAILABLE, SANDBOX_UNAVAILABLE, SandboxDenied
+from agentflow_tool_sandbox.mcp.stdio_launch import LaunchConfig, launch
 from agentflow_tool_sandbox.network import CallInfo, Mount, NetworkAccess
 from agentflow_tool_sandbox.probe import probe
 from agentflow_tool_sandbox.spec import EgressRule, Permissions
@@ -196,3 +199,40 @@ def test_the_command_line_unprivileged_and_as_root() -> None:
     assert "--unshare-user" not in rooted and "--unshare-net" in rooted
     assert rooted[rooted.index("--user") + 1] == "1234:1234"
     assert "RLIMIT_NPROC=32:32" in rooted
+
+
+async def test_a_stdio_mcp_server_is_spawned_in_the_sandbox(sandbox: BwrapRunner, tmp_path: Path) -> None:
+    script = tmp_path / "server" / "echo_server.py"
+    script.parent.mkdir()
+    os.chmod(tmp_path, 0o755)
+    script.write_text(
+        "import json, os, socket, sys\n"
+        "for line in sys.stdin:\n"
+        "    print(json.dumps({'uid': os.getuid(), 'got': line.strip(), 'env': sorted(os.environ),\n"
+        "        'interfaces': [n for _, n in socket.if_nameindex()],\n"
+        "        'tmp_path': os.path.exists(sys.argv[1]),\n"
+        "        'script_dir': os.listdir(os.path.dirname(__file__))}), flush=True)\n"
+    )
+    secret_dir = tmp_path / "elsewhere"
+    secret_dir.mkdir()
+    config = LaunchConfig(scratch_root=tmp_path / "scratch", sandbox=sandbox)
+    env = {"GREETING": "hi", "AF_JWT_SECRET": "never passed"}
+    server = await launch(config, ["{python}", str(script), str(secret_dir)], env)
+    try:
+        server.stdin.write(b"ping\n")
+        await server.stdin.drain()
+        reply = json.loads(await asyncio.wait_for(server.stdout.readline(), 60))
+    finally:
+        await server.stop(grace=1)
+    assert reply["got"] == "ping" and reply["uid"] != 0
+    assert reply["interfaces"] == ["lo"] and reply["tmp_path"] is False
+    assert reply["script_dir"] == ["echo_server.py"]
+    assert "GREETING" in reply["env"] and "AF_JWT_SECRET" not in reply["env"]
+    assert server.process.returncode is not None
+
+
+async def test_spawn_fails_closed_too() -> None:
+    runner = BwrapRunner(BwrapConfig())
+    with pytest.raises(SandboxDenied) as denied:
+        await runner.spawn(python_tool("print(1)"), limits(), Permissions())
+    assert denied.value.reason == SANDBOX_UNAVAILABLE

@@ -1,8 +1,15 @@
-"""The one place that starts a stdio MCP server process: switch it to another sandbox backend here.
+"""The one place that starts a stdio MCP server process.
 
-Today: a plain child process in its own session (process group) with a cleared environment, a scratch
-working directory, and rlimits (address space, processes, file size, no core) applied by the sandbox's
-launcher before it execs the server. No CPU-time limit: the server is long-lived.
+With the bubblewrap backend (`LaunchConfig.sandbox`, the default in the service) the server runs in its own
+sandbox like a tool call (`BwrapRunner.spawn`): no network, read-only system, a tmpfs workdir, no
+capabilities, an unprivileged uid, rlimits (address space, processes, file size; no CPU-time limit: the server
+is long-lived). Besides the Python runtime it may read only the directories of the files its command names
+(its script). If the sandbox cannot isolate, the server is not started (fail closed).
+
+Without it (the unsafe development backend, or unit tests): a plain child process in its own session with a
+cleared environment, a scratch working directory and the same rlimits.
+
+`AF_*` variables (the service's own configuration) are never handed to a server, whatever `pass_env` says.
 """
 
 from __future__ import annotations
@@ -20,7 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentflow_tool_sandbox import rlimits
+from agentflow_tool_sandbox.bwrap import BwrapRunner, Spawned
 from agentflow_tool_sandbox.mcp.model import DEFAULT_MEMORY_BYTES
+from agentflow_tool_sandbox.spec import Limits, Permissions, ProcessSpec
+from agentflow_tool_sandbox.validation import RESERVED_ENV_PREFIX, validate_permissions
 
 PYTHON_PLACEHOLDER = "{python}"
 BASE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -37,14 +47,19 @@ class LaunchConfig:
     memory_bytes: int = DEFAULT_MEMORY_BYTES
     max_processes: int = 256
     max_file_bytes: int = 64 * 1024 * 1024
+    sandbox: BwrapRunner | None = None
+    """Run servers in bubblewrap sandboxes (None: plain processes, development only)."""
 
 
 class LaunchedServer:
     """A running server process: JSON-RPC lines on `stdin`/`stdout`, diagnostics on `stderr`."""
 
-    def __init__(self, process: asyncio.subprocess.Process, scratch: Path) -> None:
+    def __init__(
+        self, process: asyncio.subprocess.Process, scratch: Path | None, spawned: Spawned | None = None
+    ) -> None:
         self.process = process
         self.scratch = scratch
+        self.spawned = spawned
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None
         self.stdin: asyncio.StreamWriter = process.stdin
         self.stdout: asyncio.StreamReader = process.stdout
@@ -52,6 +67,9 @@ class LaunchedServer:
 
     async def stop(self, grace: float = 2.0) -> None:
         """Close stdin, give the server `grace` seconds to exit, then kill its whole process group."""
+        if self.spawned is not None:
+            await self.spawned.stop(grace)
+            return
         with contextlib.suppress(Exception):
             self.stdin.close()
         with contextlib.suppress(TimeoutError):
@@ -60,11 +78,19 @@ class LaunchedServer:
             os.killpg(self.process.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             await self.process.wait()
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 async def launch(config: LaunchConfig, command: Sequence[str], env: Mapping[str, str]) -> LaunchedServer:
     """Start `command` (`{python}` is this service's interpreter) with only the base variables and `env`."""
+    env = {k: v for k, v in env.items() if not k.upper().startswith(RESERVED_ENV_PREFIX)}
+    if config.sandbox is not None:
+        caps = Limits(memory_bytes=config.memory_bytes, max_processes=config.max_processes)
+        readable = Permissions(read_only_paths=_script_dirs(command))
+        spec = ProcessSpec(command=tuple(command), env=env)
+        spawned = await config.sandbox.spawn(spec, caps, readable, stream_limit=STREAM_LIMIT)
+        return LaunchedServer(spawned.process, None, spawned)
     config.scratch_root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="mcp-", dir=config.scratch_root.resolve()))
     argv = [arg.replace(PYTHON_PLACEHOLDER, config.python) for arg in command]
@@ -89,3 +115,17 @@ async def launch(config: LaunchConfig, command: Sequence[str], env: Mapping[str,
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     return LaunchedServer(process, scratch)
+
+
+def _script_dirs(command: Sequence[str]) -> tuple[str, ...]:
+    """The directories of the existing files named by absolute path in `command` (the server's script),
+    each a path a profile could grant (never `/`, nor below /proc, /sys or /dev)."""
+    found: list[str] = []
+    for arg in command[1:]:
+        if arg.startswith("/") and os.path.isfile(arg):
+            directory = os.path.dirname(os.path.normpath(arg))
+            if directory not in found and not validate_permissions(
+                Permissions(read_only_paths=(directory,)), "", None
+            ):
+                found.append(directory)
+    return tuple(found)
