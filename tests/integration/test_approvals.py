@@ -289,6 +289,19 @@ def test_a_run_waits_for_approval_across_a_full_restart(approval_mesh: tuple[Set
     }
     assert counter.read_text().splitlines() == ["v1/build"], "the gated call has not run"
 
+    def audited(resource: str) -> list[tuple[str, str, str]]:
+        reply = edge.call("GET", "/v1/auditEvents", params={"resource": resource, "pageSize": 100})
+        assert reply.status_code == 200, reply.text
+        events = reply.json().get("auditEvents", [])
+        return sorted((e["action"], e["outcome"], e.get("principal", "")) for e in events)
+
+    # The request is audited (waited for first: the audit sink buffers in memory, and a restart of the whole
+    # mesh may catch an event between the worker and the audit service).
+    [opened] = edge.tickets(name)
+    end = time.monotonic() + DEADLINE
+    while ("approval.request", "ok", "") not in audited(opened["name"]) and time.monotonic() < end:
+        time.sleep(0.2)
+
     # Every service process goes down and comes back: the wait is in the database, not in a coroutine.
     codes = mesh.down()
     assert set(codes) == {"audit", "memory", "model-gateway", "tool-sandbox", "planner", "worker", "gateway"}
@@ -296,6 +309,7 @@ def test_a_run_waits_for_approval_across_a_full_restart(approval_mesh: tuple[Set
     assert edge.run(name)["state"] == "RUN_STATE_WAITING"
 
     [ticket] = edge.tickets(name, role="viewer")
+    assert ticket["name"] == opened["name"]
     assert ticket["state"] == "APPROVAL_STATE_PENDING" and ticket["stepId"] == "ship"
     assert ticket["rule"] == "releases/production" and ticket["approverRoles"] == ["admin"]
     assert ticket["onExpiry"] == "EXPIRY_ACTION_REJECT" and ticket["expireTime"]
@@ -347,6 +361,21 @@ def test_a_run_waits_for_approval_across_a_full_restart(approval_mesh: tuple[Set
     assert "v2/ship" not in counter.read_text().splitlines()
     expiries = [e for e in edge.events(late) if e["type"] == "RUN_EVENT_TYPE_APPROVAL_DECIDED"]
     assert [e["data"]["state"] for e in expiries] == ["EXPIRED"]
+
+    # The evidence: the request, each decision the worker saw (refused ones too) and the expiry are audited.
+    trail = [
+        ("approval.decide", "denied", "admin-1"),  # the second approval
+        ("approval.decide", "denied", "developer-1"),
+        ("approval.decide", "ok", "admin-1"),
+        ("approval.request", "ok", ""),
+    ]
+    end = time.monotonic() + DEADLINE
+    while audited(ticket["name"]) != trail and time.monotonic() < end:
+        time.sleep(0.2)
+    assert audited(ticket["name"]) == trail
+    while ("approval.expire", "ok", "") not in audited(expired["name"]) and time.monotonic() < end:
+        time.sleep(0.2)
+    assert ("approval.expire", "ok", "") in audited(expired["name"])
 
 
 def test_an_agents_gated_tool_call_waits_and_runs_once_approved(
