@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from .conftest import SAFETY, FakeCalls, Notes, all_events, assert_contiguous, create_run, plan_of, step
+from .test_agent import AgentFakeCalls, demo_plan
 
 OWNER = "w1"
 
@@ -325,3 +327,53 @@ async def test_a_run_whose_cancellation_was_requested_does_not_park(
     assert await tickets_of(store.db, run.run_id) == []
     fresh = await store.get(run.run_id)
     assert fresh is not None and fresh.state is RunState.PENDING and fresh.cancel_requested
+
+
+async def test_an_agents_rejected_tool_call_is_an_answer_and_nothing_is_redone(store: RunStore) -> None:
+    """The catalog's agent demo with the publisher's ticker call gated: the step parks mid-loop, resumes the
+    same attempt from its journal (no model turn or tool call repeated) and the model reads the rejection."""
+    calls = AgentFakeCalls()
+    rules = PolicySet(
+        tuple(parse_policy("rules: [{id: r, match: {agents: [publisher], tools: [ticker]}}]", "p.yaml", "p"))
+    )
+    h = Harness(store, calls, rules)
+    run = await create_run(store, demo_plan(), run_input={"text": "tides turn twice a day"})
+    run = await h.execute(run.run_id)
+    assert run.state is RunState.WAITING
+    assert states(run) == {run.steps[0].step_id: StepState.WAITING}
+    [ticket] = await h.tickets(run.run_id)
+    assert ticket["request"]["agent"] == "publisher" and ticket["request"]["tool"] == "ticker"
+    assert ticket["call_key"].startswith(f"{run.run_id}/{run.steps[0].step_id}/1/")
+    before = (list(calls.model_keys), list(calls.side_effects))
+    assert not any("ticker" in key for key in calls.executions), "the gated call did not run"
+
+    await h.book.decide("acme", "admin", "ada", f"approvals/{ticket['approval_id']}", False, "not now")
+    assert (await h.reload(run.run_id)).steps[0].state is StepState.RUNNING, "resumes its attempt"
+    done = await h.execute(run.run_id)
+    assert done.state is RunState.SUCCEEDED, done.error
+    assert calls.model_keys[: len(before[0])] == before[0]
+    assert len(set(calls.model_keys)) == len(calls.model_keys), "no model turn repeated"
+    assert calls.side_effects == before[1], "word-count ran once, before the wait; the ticker never"
+    events = await all_events(store, run.run_id)
+    assert_contiguous(events)
+    starts = [e.data for e in events if e.type is EventType.STEP_STARTED]
+    assert starts == [{"attempt": 1}, {"attempt": 1, "resumed": True}]
+    ticker = next(
+        e.data
+        for e in events
+        if e.type is EventType.AGENT_TURN and e.data.get("call", {}).get("name") == "ticker"
+    )
+    assert ticker["error"] is True and "was rejected by ada: not now" in ticker["result"]
+
+
+async def test_a_model_step_over_the_cost_threshold_waits(store: RunStore, calls: FakeCalls) -> None:
+    rules = PolicySet(tuple(parse_policy("rules: [{id: dear, match: {min_cost_usd: 1}}]", "p.yaml", "p")))
+    h = Harness(store, calls, rules)
+    plan = plan_of(step("cheap", "model", prompt="hi"), step("dear", "model", prompt="essay"))
+    plan = replace(plan, cost_estimate={"cost_usd": 2.5, "steps": {"cheap": 0.5, "dear": 2.0}})
+    run = await h.execute((await create_run(store, plan)).run_id)
+    assert run.state is RunState.WAITING
+    assert calls.called() == ["cheap"]
+    [ticket] = await h.tickets(run.run_id)
+    assert ticket["step_id"] == "dear" and ticket["request"]["estimated_cost_usd"] == 2.0
+    assert ticket["request"]["kind"] == "model" and ticket["request"]["arguments"] == {"prompt": "essay"}
