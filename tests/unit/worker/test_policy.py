@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
 import pytest
+from agentflow_runtime.audit import AuditSink
+from agentflow_runtime.clients import Channels
+from agentflow_runtime.server import Runtime
+from agentflow_runtime.settings import load_settings
+from agentflow_worker.app import build
 from agentflow_worker.policy import GateCall, PolicyError, PolicySet, load_policies, parse_policy
 
 from tests.support import REPO
@@ -174,3 +180,18 @@ def test_steps_no_rule_can_gate_are_known_before_rendering() -> None:
     assert not only.may_gate_step("tool", "dev", "go", 0.0)
     agents = PolicySet(tuple(parse_policy("rules: [{id: r, match: {agents: [a]}}]", "p.yaml", "p")))
     assert not agents.may_gate_step("tool", "ops", "go", 0.0), "agent rules gate agents' tool calls only"
+
+
+async def test_a_bad_policy_stops_the_worker_at_start(tmp_path: Path) -> None:
+    policies_dir = tmp_path / "catalog" / "policies"
+    policies_dir.mkdir(parents=True)
+    (policies_dir / "ops.yaml").write_text("rules: [{id: r, match: {tools: [x]}, on_expiry: maybe}]")
+    settings = load_settings(database_url=None, data_dir=tmp_path / "data", catalog_dir=tmp_path / "catalog")
+    service = build(settings)
+    with pytest.raises(
+        PolicyError, match=r"policies/ops.yaml: rules\[0\].on_expiry: one of fail, reject, approve"
+    ):
+        await service.start(
+            grpc.aio.server(), Runtime(settings, Channels(settings, "worker"), AuditSink(None))
+        )
+    await service.stop()
