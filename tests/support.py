@@ -23,6 +23,8 @@ __all__ = [
     "postgres_database",
     "require_postgres",
     "running_mesh",
+    "sandbox_writable_dir",
+    "sandbox_writable_file",
 ]
 
 
@@ -45,3 +47,22 @@ def running_mesh(data_dir: Path, database_url: str | None = None) -> Iterator[tu
     """Start all seven services as real processes with mTLS; stop them afterwards."""
     with localmesh.running_mesh(data_dir, REPO / "catalog", database_url) as running:
         yield running
+
+
+def sandbox_writable_dir(path: Path) -> Path:
+    """A host directory a sandboxed tool may write into once its profile lists it in `writable_paths`.
+
+    Sandboxed tools run under a per-call unprivileged uid, so the directory (and the files the test puts in
+    it) must be writable by anyone; the test reads what the tool wrote to check side effects from outside.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o777)
+    return path
+
+
+def sandbox_writable_file(directory: Path, name: str) -> Path:
+    """An empty file in a `sandbox_writable_dir` that any uid may append to."""
+    file = sandbox_writable_dir(directory) / name
+    file.touch()
+    file.chmod(0o666)
+    return file

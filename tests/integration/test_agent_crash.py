@@ -27,7 +27,7 @@ from agentflow_cli.supervisor import Mesh
 from agentflow_cli.tokens import dev_token
 from agentflow_runtime.settings import Settings
 
-from tests.support import postgres_database, require_postgres
+from tests.support import postgres_database, require_postgres, sandbox_writable_file
 
 pytestmark = [pytest.mark.integration]
 
@@ -115,8 +115,9 @@ def tool_yaml(tool_id: str, counter: Path) -> str:
         process:
           command: ["{{python}}", "{{tool_dir}}/bin/count.py"]
           env: {{COUNTER_FILE: "{counter}"}}
-        limits:
+        profile:
           wall_time_seconds: 60
+          writable_paths: ["{counter.parent}"]
         """
     )
 
@@ -137,8 +138,7 @@ def write_catalog(root: Path, counter: Path) -> Path:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def crash_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Settings, Mesh, Path]]:
-    counter = tmp_path / "counter.txt"
-    counter.touch()
+    counter = sandbox_writable_file(tmp_path / "shared", "counter.txt")
     catalog = write_catalog(tmp_path, counter)
     if request.param == "postgres":
         require_postgres()

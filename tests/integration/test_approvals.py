@@ -27,7 +27,7 @@ from agentflow_cli.supervisor import Mesh
 from agentflow_cli.tokens import dev_token
 from agentflow_runtime.settings import Settings
 
-from tests.support import postgres_database, require_postgres
+from tests.support import postgres_database, require_postgres, sandbox_writable_file
 
 pytestmark = [pytest.mark.integration]
 
@@ -134,8 +134,9 @@ input_schema:
 process:
   command: ["{python}", "{tool_dir}/bin/count.py"]
   env: {COUNTER_FILE: "@COUNTER@"}
-limits:
+profile:
   wall_time_seconds: 30
+  writable_paths: ["@SHARED@"]
 """
 
 
@@ -145,7 +146,9 @@ def write_catalog(root: Path, counter: Path) -> Path:
         (catalog / sub).mkdir(parents=True)
     (catalog / "models" / "scripted.yaml").write_text(MODELS)
     (catalog / "tools" / "bin" / "count.py").write_text(TOOL)
-    (catalog / "tools" / "count.yaml").write_text(TOOL_YAML.replace("@COUNTER@", str(counter)))
+    (catalog / "tools" / "count.yaml").write_text(
+        TOOL_YAML.replace("@COUNTER@", str(counter)).replace("@SHARED@", str(counter.parent))
+    )
     (catalog / "agents" / "clerk.yaml").write_text(AGENT)
     (catalog / "workflows" / "release.yaml").write_text(RELEASE)
     (catalog / "workflows" / "clerk-work.yaml").write_text(CLERK)
@@ -155,8 +158,7 @@ def write_catalog(root: Path, counter: Path) -> Path:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def approval_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Settings, Mesh, Path]]:
-    counter = tmp_path / "counter.txt"
-    counter.touch()
+    counter = sandbox_writable_file(tmp_path / "shared", "counter.txt")
     catalog = write_catalog(tmp_path, counter)
     if request.param == "postgres":
         require_postgres()
@@ -170,9 +172,7 @@ def _mesh(
     data_dir: Path, catalog: Path, url: str | None, counter: Path
 ) -> Iterator[tuple[Settings, Mesh, Path]]:
     settings, env = isolated_settings(data_dir, catalog, url)
-    # The counter file lives outside any sandbox: tools run as plain processes here (the sandbox is not what
-    # this test is about; the side effect must be visible to count it).
-    env |= {"AF_WORKER_POLL_SECONDS": "0.2", "AF_SANDBOX_BACKEND": "process"}
+    env |= {"AF_WORKER_POLL_SECONDS": "0.2"}
     mesh = Mesh(settings, env=env)
     asyncio.run(mesh.up(timeout=120))
     try:

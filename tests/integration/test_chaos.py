@@ -39,7 +39,13 @@ from agentflow_runtime.clients import Channels
 from agentflow_runtime.protojson import struct_from_dict
 from agentflow_runtime.settings import SERVICES, Settings
 
-from tests.support import mesh_settings, postgres_database, require_postgres
+from tests.support import (
+    mesh_settings,
+    postgres_database,
+    require_postgres,
+    sandbox_writable_dir,
+    sandbox_writable_file,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -81,6 +87,7 @@ class Cluster:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.kills = 0
         self.database_url = ""
+        self.shared = Path()
 
     def start(self, name: str, extra: dict[str, str] | None = None) -> None:
         service = "worker" if name.startswith("worker") else name
@@ -132,10 +139,15 @@ class Cluster:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     require_postgres()
     with postgres_database() as url:
-        settings, env = mesh_settings(tmp_path_factory.mktemp("chaos") / "data", url)
+        root = tmp_path_factory.mktemp("chaos")
+        settings, env = mesh_settings(root / "data", url)
+        # The counting tool is registered through the API: the operator delegates this one host directory.
+        shared = sandbox_writable_dir(root / "shared")
+        env["AF_SANDBOX_API_PATH_ROOTS"] = json.dumps([str(shared)])
         workers_base, _ = free_mesh_ports()
         cluster = Cluster(settings, env, [workers_base + i for i in range(WORKERS)])
         cluster.database_url = url
+        cluster.shared = shared
         init_dev_certs(settings.certs, [*SERVICES, CLIENT_IDENTITY])
         try:
             for name in SUPPORT:
@@ -155,9 +167,8 @@ async def _wait_serving(cluster: Cluster) -> None:
         assert set(statuses.values()) == {"SERVING"}, f"{statuses}; logs in {cluster.log_dir}"
 
 
-def test_killed_workers_lose_nothing_and_repeat_no_side_effect(cluster: Cluster, tmp_path: Path) -> None:
-    counter = tmp_path / "counter.txt"
-    counter.touch()
+def test_killed_workers_lose_nothing_and_repeat_no_side_effect(cluster: Cluster) -> None:
+    counter = sandbox_writable_file(cluster.shared, "counter.txt")
     errors: dict[str, str] = {}
     states = asyncio.run(_chaos(cluster, counter, errors))
 
@@ -238,7 +249,7 @@ async def _register(
         process=tools_pb2.ProcessSpec(
             command=["{python}", "-c", TOOL_SOURCE], env={"COUNTER_FILE": str(counter)}
         ),
-        limits=tools_pb2.ExecutionLimits(wall_time_seconds=30),
+        profile=tools_pb2.ExecutionProfile(wall_time_seconds=30, writable_paths=[str(counter.parent)]),
     )
     await tools.CreateTool(tools_pb2.CreateToolRequest(tool_id=tool_id, tool=tool), timeout=30)
     definition_steps = [
@@ -311,10 +322,9 @@ async def _kill_until_final(
     return states
 
 
-def test_cancelling_a_run_kills_its_running_tool(cluster: Cluster, tmp_path: Path) -> None:
+def test_cancelling_a_run_kills_its_running_tool(cluster: Cluster) -> None:
     """The tool outlives a dead caller on purpose, so a run's cancellation must reach it explicitly."""
-    counter = tmp_path / "slow-counter.txt"
-    counter.touch()
+    counter = sandbox_writable_file(cluster.shared, "slow-counter.txt")
     state = asyncio.run(_cancel_mid_tool(cluster, counter))
     assert state == "CANCELLED"
     time.sleep(PAUSE + 1.0)  # past the moment the tool would have written its side effect
