@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from agentflow_runtime import templates
@@ -62,8 +64,16 @@ class RunEngine:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
         gate: ApprovalGate | None = None,
+        lease_seconds: float | None = None,
     ) -> None:
         self.store = store
+        self.lease_seconds = lease_seconds
+        """Each transition renews the lease for this long (None: the caller renews it)."""
+        self.released = False
+        """The final transition gave the lease up."""
+        self.last_write = 0.0
+        """`time.monotonic()` of the last transition (it renewed the lease)."""
+        self._pending: list[_Pending] = []
         self.calls = calls
         self.owner = owner
         self._notify = notify
@@ -85,6 +95,7 @@ class RunEngine:
                 {},
                 run_values={"state": RunState.RUNNING.value},
                 new_state=RunState.RUNNING,
+                defer=True,
             )
         # Skipped steps (a false `when`) are settled too: their output is null; so are failed steps whose
         # plan says `on_error: continue`.
@@ -118,6 +129,7 @@ class RunEngine:
     def _load(self, run: RunRecord) -> None:
         self._seq = run.last_seq
         self._state = run.state
+        self._pending = []
 
     async def cancel(self, run: RunRecord, reason: str) -> RunState:
         """Stop the calls of steps the journal shows RUNNING, then record the cancellation (steps not
@@ -152,18 +164,7 @@ class RunEngine:
         skipped = {s.step_id for s in run.steps if s.state is StepState.SKIPPED}
         parked: list[ParkRequest] = []
         while (pending or running) and failure is None:
-            ready = [s for s in pending.values() if all(n in outputs for n in s.needs)]
-            while ready:  # a skip can make further steps ready at once
-                for step in ready:
-                    del pending[step.id]
-                    reason = await self._skip_reason(run, step, outputs, skipped)
-                    if reason is None:
-                        running[asyncio.create_task(self._step(run, step, outputs))] = step
-                        continue
-                    await self._skip(run, step, reason)
-                    skipped.add(step.id)
-                    outputs[step.id] = None
-                ready = [s for s in pending.values() if all(n in outputs for n in s.needs)]
+            launched = await self._start_ready(run, pending, running, outputs, skipped)
             if not running:
                 if not pending or parked:
                     break
@@ -171,8 +172,12 @@ class RunEngine:
                     error_json("FAILED_PRECONDITION", "plan has unreachable steps", "PLAN_STUCK")
                 )
             try:
+                if not launched:
+                    # Nothing starts now that would carry a buffered result into the journal: write it
+                    # before waiting (a result is never left unjournaled while the run waits).
+                    await self.flush()
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            except asyncio.CancelledError:
+            except BaseException:
                 # Cancellation (run cancelled, lease lost, shutdown) reaches every in-flight call.
                 for task in running:
                     task.cancel()
@@ -206,6 +211,31 @@ class RunEngine:
         if failure is not None:
             raise failure
         return parked
+
+    async def _start_ready(
+        self,
+        run: RunRecord,
+        pending: dict[str, PlanStep],
+        running: dict[asyncio.Task[StepResult], PlanStep],
+        outputs: dict[str, Any],
+        skipped: set[str],
+    ) -> bool:
+        """Start (or skip) every step whose needs are settled; whether any step was started."""
+        launched = False
+        ready = [s for s in pending.values() if all(n in outputs for n in s.needs)]
+        while ready:  # a skip can make further steps ready at once
+            for step in ready:
+                del pending[step.id]
+                reason = await self._skip_reason(run, step, outputs, skipped)
+                if reason is None:
+                    running[asyncio.create_task(self._step(run, step, outputs))] = step
+                    launched = True
+                    continue
+                await self._skip(run, step, reason)
+                skipped.add(step.id)
+                outputs[step.id] = None
+            ready = [s for s in pending.values() if all(n in outputs for n in s.needs)]
+        return launched
 
     async def _skip_reason(
         self, run: RunRecord, step: PlanStep, outputs: dict[str, Any], skipped: set[str]
@@ -304,6 +334,7 @@ class RunEngine:
                     }
                 },
                 tokens=(result.input_tokens, result.output_tokens),
+                defer=True,
             )
             return result
 
@@ -378,14 +409,17 @@ class RunEngine:
     async def _park(self, run: RunRecord, requests: list[ParkRequest]) -> RunState:
         """Tickets, WAITING states, events and the lease's release: one transaction (`waiting.park`)."""
         async with self._lock:
+            # Buffered writes (results, RUN_STARTED) first: park numbers its events after them.
+            written = await self._commit(run.run_id) if self._pending else []
             parked = await park(self.store, run, self.owner, self._seq, requests)
             if parked is None:
                 raise LeaseLost(run.run_id)
             self._seq = parked.events[-1].seq
             self._state = RunState.WAITING
+            self.released = True
         if self.gate is not None:
             self.gate.parked(run, parked.tickets)
-        await self._notify(run.run_id)
+        await self._notify(run.run_id, [*written, *parked.events])
         return RunState.WAITING
 
     async def _stop_call(self, run: RunRecord, step: PlanStep, params: dict[str, Any], attempt: int) -> None:
@@ -448,6 +482,7 @@ class RunEngine:
             run_values={"state": state.value, "output": output, "error": error, "end_time": utcnow()},
             step_values=skipped or None,
             new_state=state,
+            release=True,
         )
         return state
 
@@ -467,20 +502,21 @@ class RunEngine:
         step_values: dict[str, dict[str, Any]] | None = None,
         tokens: tuple[int, int] = (0, 0),
         new_state: RunState | None = None,
+        defer: bool = False,
+        release: bool = False,
     ) -> None:
+        """Journal an event and the changes it records, in one transaction with any buffered ones.
+
+        `defer` buffers the write instead (RUN_STARTED, a step's result): the next transition carries it
+        (the next step's STEP_STARTED, the run's final event), so a step costs one transaction, not two.
+        A buffered write is never left behind while the run waits (`_walk` flushes before waiting), and a
+        call with side effects never starts before its STEP_STARTED, with everything before it, is
+        committed. Event numbers are assigned in order either way.
+        """
         async with self._lock:
             state = new_state or self._state
             event = Event(run.run_id, self._seq + 1, kind, step_id, state, data, utcnow())
-            ok = await self.store.transition(
-                run.run_id,
-                self.owner,
-                [event],
-                run_values=run_values,
-                step_values=step_values,
-                add_tokens=tokens,
-            )
-            if not ok:
-                raise LeaseLost(run.run_id)
+            self._pending.append(_Pending(event, run_values, step_values, tokens))
             self._seq = event.seq
             self._state = state
             for sid, changes in (step_values or {}).items():
@@ -488,7 +524,57 @@ class RunEngine:
                     if record.step_id == sid:
                         record.state = StepState(changes.get("state", record.state))
                         record.attempts = changes.get("attempts", record.attempts)
-        await self._notify(run.run_id)
+            if defer:
+                return
+            written = await self._commit(run.run_id, release=release)
+        await self._notify(run.run_id, written)
+
+    async def flush(self) -> None:
+        """Journal buffered writes now (before waiting, or before the run is read back after a cancel)."""
+        async with self._lock:
+            if not self._pending:
+                return
+            run_id = self._pending[0].event.run_id
+            written = await self._commit(run_id)
+        await self._notify(run_id, written)
+
+    async def _commit(self, run_id: str, *, release: bool = False) -> list[Event]:
+        """One transaction for everything pending (the lock is held); the events written."""
+        batch, self._pending = self._pending, []
+        run_values: dict[str, Any] = {}
+        step_values: dict[str, dict[str, Any]] = {}
+        tokens = [0, 0]
+        for item in batch:
+            run_values.update(item.run_values or {})
+            for sid, changes in (item.step_values or {}).items():
+                step_values.setdefault(sid, {}).update(changes)
+            tokens[0] += item.tokens[0]
+            tokens[1] += item.tokens[1]
+        ok = await self.store.transition(
+            run_id,
+            self.owner,
+            [item.event for item in batch],
+            run_values=run_values or None,
+            step_values=step_values or None,
+            add_tokens=(tokens[0], tokens[1]),
+            lease_seconds=self.lease_seconds,
+            release=release,
+        )
+        if not ok:
+            raise LeaseLost(run_id)
+        self.last_write = time.monotonic()
+        self.released = release
+        return [item.event for item in batch]
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A journal write waiting for the next transaction."""
+
+    event: Event
+    run_values: dict[str, Any] | None
+    step_values: dict[str, dict[str, Any]] | None
+    tokens: tuple[int, int]
 
 
 _FALSE_WORDS = frozenset({"", "false", "0", "no", "off", "none", "null"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,10 @@ from agentflow_worker.waiting import cancel_waiting, note_tickets
 
 _RUN_NAME = re.compile(rf"runs/({RUN_ID.pattern})")
 _WORKFLOW_NAME = re.compile(rf"workflows/{WORKFLOW_ID.pattern}")
+
+WATCH_POLL_SECONDS = 0.5
+"""How long a watcher waits for a push before reading the journal (runs executed by another worker)."""
+WATCH_PAGE = 500
 
 Compile = Callable[[str, int], Awaitable[Plan]]
 """Asks the planner for the plan of (workflow name, version)."""
@@ -81,9 +86,12 @@ class Runs:
             budget=budget.to_json() if budget is not None and budget.capped else None,
             create_time=utcnow(),
         )
-        run, created = await self.store.create(run, request_id or None)
-        if created:
-            await self.scheduler.submit(run.run_id)
+        # Inserted already claimed by this worker when it has room: it executes the run from the record
+        # in hand, with no claim transaction and no read back. When full, a poll claims it later.
+        lease = self.scheduler.lease_for_new()
+        run, created = await self.store.create(run, request_id or None, lease=lease)
+        if created and lease is not None:
+            self.scheduler.launch_claimed(run)
         return run, created
 
     async def get(self, tenant: str, name: str) -> RunRecord:
@@ -124,19 +132,41 @@ class Runs:
         return replay(run, plan, await self.store.input_digests(run.run_id))
 
     async def watch(self, tenant: str, name: str, after_seq: int) -> AsyncIterator[Event]:
+        """The run's events after `after_seq`, then each as it is journaled, until the run is final.
+
+        Events of runs this worker executes are pushed (`EventHub`); the journal is read to catch up (on
+        subscribing, on a gap, after a final event) and every `WATCH_POLL_SECONDS` without a push (a run
+        executed by another worker).
+        """
         run = await self.get(tenant, name)
         if after_seq < 0:
             raise InvalidArgument("after_seq must not be negative", violations=[("after_seq", "negative")])
         seen = after_seq
-        while True:
-            version = self.hub.version(run.run_id)
-            batch = await self.store.events_after(run.run_id, seen)
-            for event in batch:
-                yield event
-                seen = event.seq
-            if batch:
-                continue
-            state = await self.store.run_state(run.run_id)
-            if state is None or (state[0].final and seen >= state[1]):
-                return
-            await self.hub.wait(run.run_id, version, timeout=0.5)
+        with self.hub.subscribe(run.run_id) as inbox:
+            read = True
+            while True:
+                if read:
+                    batch = await self.store.events_after(run.run_id, seen, WATCH_PAGE)
+                    for event in batch:
+                        yield event
+                        seen = event.seq
+                    if len(batch) == WATCH_PAGE:
+                        continue
+                    state = await self.store.run_state(run.run_id)
+                    if state is None or (state[0].final and seen >= state[1]):
+                        return
+                    read = False
+                try:
+                    item = await asyncio.wait_for(inbox.get(), WATCH_POLL_SECONDS)
+                except TimeoutError:
+                    read = True
+                    continue
+                if item is None or item.seq > seen + 1:
+                    read = True  # a bare wake-up, or events this inbox missed: the journal has them
+                    continue
+                if item.seq <= seen:
+                    continue
+                yield item
+                seen = item.seq
+                # After a final event, the journal confirms nothing follows before the stream ends.
+                read = item.run_state.final

@@ -1,10 +1,14 @@
-"""Claims runs (new ones at once, orphaned ones by polling), heartbeats their leases, drains on stop.
+"""Claims runs (new ones at once, orphaned ones by polling), keeps their leases, drains on stop.
 
-Any number of workers may share one database. A run is executed only under its lease, taken by one
-conditional UPDATE (`RunStore.claim`) and renewed every `min(lease/3, 1 s)`; every journal write checks
-the lease in the same transaction, so a worker that lost its lease cannot write. A worker killed with
-SIGKILL stops renewing; after `lease_seconds` another worker's poll (every `poll_seconds`) claims the run
-and resumes it from the journal, reusing the interrupted attempt's idempotency key.
+Any number of workers may share one database. A run is executed only under its lease: a run started
+through this worker is inserted already claimed by it (`Scheduler.lease_for_new`), others are taken by
+one conditional UPDATE (`RunStore.claim` / `claim_next`). Every journal write checks the lease in its
+own runs UPDATE (`lease_owner = me AND lease_expires > now`) and renews it, so a run whose steps are
+short needs no other lease write; the heartbeat (every `min(lease/3, 1 s)`) renews it only when no
+transition did in the last interval (a long step), and otherwise just reads the cancel flag. A worker
+killed with SIGKILL stops renewing; after `lease_seconds` another worker's poll (every `poll_seconds`, or
+at once when a local run finishes and frees a slot) claims the run and resumes it from the journal,
+reusing the interrupted attempt's idempotency key.
 """
 
 from __future__ import annotations
@@ -13,15 +17,16 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from agentflow_runtime import logs
 
 from agentflow_worker.calls import StepCalls
 from agentflow_worker.engine import LeaseLost, RunEngine
 from agentflow_worker.gate import ApprovalGate
-from agentflow_worker.model import RunState
+from agentflow_worker.model import Event, RunRecord, RunState
 from agentflow_worker.store import RunStore
 
 log = logging.getLogger("agentflow.worker.scheduler")
@@ -34,7 +39,7 @@ class Scheduler:
         self,
         store: RunStore,
         calls: StepCalls,
-        notify: Callable[[str], Awaitable[None]],
+        notify: Callable[[str, Sequence[Event]], Awaitable[None]],
         *,
         lease_seconds: float = 15.0,
         poll_seconds: float = 1.0,
@@ -55,6 +60,7 @@ class Scheduler:
         self.gate = gate
         self.active: dict[str, asyncio.Task[None]] = {}
         self._poller: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
 
     def start(self) -> None:
         self._poller = asyncio.get_running_loop().create_task(self._poll())
@@ -79,10 +85,21 @@ class Scheduler:
         self._launch(run_id)
         return True
 
-    def _launch(self, run_id: str) -> None:
+    def lease_for_new(self) -> tuple[str, float] | None:
+        """(owner, seconds) to insert a new run already claimed by this worker, or None when it is full
+        (the run then waits for a poll, here or at another worker)."""
+        if len(self.active) >= self.concurrency:
+            return None
+        return self.owner, self.lease_seconds
+
+    def launch_claimed(self, run: RunRecord) -> None:
+        """Execute a run inserted with `lease_for_new`'s lease, from the record in hand (no read back)."""
+        self._launch(run.run_id, run)
+
+    def _launch(self, run_id: str, run: RunRecord | None = None) -> None:
         """Execute a run this worker has just claimed (unless it is already executing it)."""
         if run_id not in self.active:
-            self.active[run_id] = asyncio.get_running_loop().create_task(self._execute(run_id))
+            self.active[run_id] = asyncio.get_running_loop().create_task(self._execute(run_id, run))
 
     async def _poll(self) -> None:
         while True:
@@ -93,20 +110,29 @@ class Scheduler:
                         self._launch(run_id)
             except Exception:
                 log.exception("claim poll failed")
-            await asyncio.sleep(self.poll_seconds)
+            # Woken early when a local run finishes while the worker was full (a queued run may wait).
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
 
-    async def _execute(self, run_id: str) -> None:
+    async def _execute(self, run_id: str, run: RunRecord | None = None) -> None:
         token = logs.run_id_var.set(run_id)
-        engine = RunEngine(self.store, self.calls, self.owner, self.notify, gate=self.gate)
+        engine = RunEngine(
+            self.store, self.calls, self.owner, self.notify, gate=self.gate, lease_seconds=self.lease_seconds
+        )
         heartbeat: asyncio.Task[None] | None = None
+        full = len(self.active) >= self.concurrency
         try:
-            run = await self.store.get(run_id)
+            if run is None:
+                run = await self.store.get(run_id)
             if run is None or run.state.final:
                 return
             work = asyncio.current_task()
             assert work is not None
             cancel_seen = asyncio.Event()
-            heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(run_id, work, cancel_seen))
+            heartbeat = asyncio.get_running_loop().create_task(
+                self._heartbeat(run_id, work, cancel_seen, engine)
+            )
             if run.cancel_requested:
                 cancel_seen.set()  # already handled here: the heartbeat only renews
                 state = await engine.cancel(run, run.cancel_reason)
@@ -116,6 +142,7 @@ class Scheduler:
                 except asyncio.CancelledError:
                     if not cancel_seen.is_set():
                         raise
+                    await engine.flush()  # results buffered for the next transition are kept
                     fresh = await self.store.get(run_id)
                     assert fresh is not None
                     if fresh.state.final:
@@ -135,14 +162,26 @@ class Scheduler:
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
-            await asyncio.shield(self.store.release(run_id, self.owner))
+            if not engine.released:  # the final transition gives the lease up itself
+                await asyncio.shield(self.store.release(run_id, self.owner))
             self.active.pop(run_id, None)
+            if full:
+                self._wake.set()
             logs.run_id_var.reset(token)
 
-    async def _heartbeat(self, run_id: str, work: asyncio.Task[None], cancel_seen: asyncio.Event) -> None:
+    async def _heartbeat(
+        self, run_id: str, work: asyncio.Task[None], cancel_seen: asyncio.Event, engine: RunEngine
+    ) -> None:
+        interval = min(self.lease_seconds / 3, 1.0)
         while True:
-            await asyncio.sleep(min(self.lease_seconds / 3, 1.0))
-            ours, cancel = await self.store.renew(run_id, self.owner, self.lease_seconds)
+            await asyncio.sleep(interval)
+            if engine.released:
+                return
+            if time.monotonic() - engine.last_write < interval:
+                # A transition renewed the lease within the interval: only look for a cancel request.
+                ours, cancel = await self.store.lease_status(run_id, self.owner)
+            else:
+                ours, cancel = await self.store.renew(run_id, self.owner, self.lease_seconds)
             if not ours:
                 # Another worker owns the run now and resumes its calls under the same keys: leave them be.
                 work.cancel()

@@ -184,6 +184,16 @@ class RunStore:
             row = result.first()
             return (row is not None, bool(row and row.cancel_requested))
 
+    async def lease_status(self, run_id: str, owner: str) -> tuple[bool, bool]:
+        """(still ours, cancel requested), read without renewing."""
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(runs.c.lease_owner, runs.c.cancel_requested).where(runs.c.run_id == run_id)
+                )
+            ).first()
+        return (row is not None and row.lease_owner == owner, bool(row and row.cancel_requested))
+
     async def request_cancel(self, run_id: str, reason: str) -> None:
         async with self.db.begin() as conn:
             await conn.execute(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,13 +238,15 @@ class FakeCalls:
 
 
 class Notes:
-    """A notify callback that records which runs were notified."""
+    """A notify callback that records, per event published, which run it was of."""
 
     def __init__(self) -> None:
         self.runs: list[str] = []
+        self.seqs: list[int] = []
 
-    async def __call__(self, run_id: str) -> None:
-        self.runs.append(run_id)
+    async def __call__(self, run_id: str, events: Sequence[Event] = ()) -> None:
+        self.runs += [run_id] * len(events)
+        self.seqs += [e.seq for e in events]
 
 
 @pytest.fixture

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from agentflow_runtime.protojson import utcnow
 from agentflow_worker.engine import LeaseLost, RunEngine
 from agentflow_worker.inputs import input_digest
-from agentflow_worker.model import EventType, Plan, RunRecord, RunState, StepState
+from agentflow_worker.model import Event, EventType, Plan, RunRecord, RunState, StepState
 from agentflow_worker.store import RunStore
+from agentflow_worker.tables import runs
+from sqlalchemy import select, update
 
 from .conftest import (
     SAFETY,
@@ -39,6 +44,22 @@ async def claimed(store: RunStore, plan: Plan, run_input: dict[str, Any] | None 
 async def execute(store: RunStore, calls: FakeCalls, run: RunRecord, notes: Notes | None = None) -> RunState:
     engine = RunEngine(store, calls, OWNER, notes or Notes())
     return await asyncio.wait_for(engine.execute(run), SAFETY)
+
+
+async def lease_owner(store: RunStore, run_id: str) -> str | None:
+    async with store.db.connect() as conn:
+        owner = await conn.scalar(select(runs.c.lease_owner).where(runs.c.run_id == run_id))
+    return None if owner is None else str(owner)
+
+
+async def hold_lease(store: RunStore, run_id: str, state: RunState | None = None) -> None:
+    """Give OWNER the lease again (a finished run's final transition released it), optionally with the
+    run state a crash would have left."""
+    values: dict[str, Any] = {"lease_owner": OWNER, "lease_expires": utcnow() + timedelta(seconds=600)}
+    if state is not None:
+        values["state"] = state.value
+    async with store.db.begin() as conn:
+        await conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values))
 
 
 async def reload(store: RunStore, run_id: str) -> RunRecord:
@@ -110,8 +131,9 @@ async def test_dag_runs_siblings_concurrently_and_journals_every_result(
     }
     started_a = next(e for e in events if (e.type, e.step_id) == (EventType.STEP_STARTED, "a"))
     assert started_a.data == {"attempt": 1}
-    # Watchers were woken for every event the engine wrote.
+    # Every event the engine wrote was published to watchers once, in order, after its commit.
     assert notes.runs == [run.run_id] * (len(events) - 1)
+    assert notes.seqs == [e.seq for e in events[1:]]
 
 
 async def test_emitted_output_events_are_journaled_in_order(store: RunStore, calls: FakeCalls) -> None:
@@ -184,8 +206,10 @@ async def test_resume_of_a_fully_journaled_run_makes_no_calls(store: RunStore, c
     run = await claimed(store, diamond())
     assert await execute(store, FakeCalls(), run) is RunState.SUCCEEDED
     done = await reload(store, run.run_id)
+    # The final transition gave the lease up in the same transaction.
+    assert await lease_owner(store, run.run_id) is None
     # Pretend the worker crashed just before RUN_SUCCEEDED: the journal has every result.
-    await store.transition(run.run_id, OWNER, [], run_values={"state": RunState.RUNNING.value})
+    await hold_lease(store, run.run_id, RunState.RUNNING)
     events_before = await all_events(store, run.run_id)
     done = await reload(store, run.run_id)
     assert await execute(store, calls, done) is RunState.SUCCEEDED
@@ -232,6 +256,7 @@ async def test_failed_step_fails_the_run_and_skips_downstream(store: RunStore, c
     assert events[-1].data == {"error": error}
 
     # Resuming a failed journal finishes it as failed again without calling anything.
+    await hold_lease(store, run.run_id)
     assert await execute(store, FakeCalls(), await reload(store, run.run_id)) is RunState.FAILED
 
 
@@ -362,6 +387,7 @@ async def test_a_crashing_step_fails_the_run_instead_of_looping(store: RunStore,
     assert stored.error is not None and stored.error["reason"] == "STEP_CRASHED"
     assert {s.step_id: s.state for s in stored.steps}["b"] is StepState.FAILED
     # The failure is final: a fresh engine over the same journal does not call anything again.
+    await hold_lease(store, run.run_id)
     assert await execute(store, calls, stored) is RunState.FAILED
     assert calls.called() == ["a", "b"]
 
@@ -643,3 +669,119 @@ async def test_a_skipped_step_stays_skipped_on_resume(store: RunStore, calls: Fa
     assert await execute(store, calls, await reload(store, run.run_id)) is RunState.SUCCEEDED
     assert calls.called() == ["c"]
     assert {s.step_id: s.state for s in (await reload(store, run.run_id)).steps}["b"] is StepState.SKIPPED
+
+
+# -- the lean step path -------------------------------------------------------------------------
+
+
+class CountingStore(RunStore):
+    """A RunStore that records each transition's event types (one entry per transaction)."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.db = store.db
+        self.journal = store.journal
+        self.transactions: list[list[tuple[EventType, str]]] = []
+
+    async def transition(self, run_id: str, owner: str, new_events: Any, **kwargs: Any) -> bool:
+        self.transactions.append([(e.type, e.step_id) for e in new_events])
+        return await super().transition(run_id, owner, new_events, **kwargs)
+
+
+async def test_a_chain_costs_one_transaction_per_step_and_each_call_follows_its_journaled_start(
+    store: RunStore,
+) -> None:
+    """Five chained steps: RUN_STARTED rides with the first STEP_STARTED, each result with the next step's
+    start, the last result with RUN_SUCCEEDED (which also releases the lease): 6 transactions, not 12.
+    Every call sees its own STEP_STARTED (attempt journaled) and the previous result already committed."""
+    plan = plan_of(*(step(f"s{i}", needs=(f"s{i - 1}",) if i > 1 else ()) for i in range(1, 6)))
+    committed_at_call: dict[str, list[tuple[EventType, str]]] = {}
+
+    class Checking(FakeCalls):
+        async def tool(
+            self, run: RunRecord, step_id: str, params: dict[str, Any], emit: Any, *, attempt: int = 1
+        ) -> Any:
+            committed_at_call[step_id] = types(await all_events(store, run.run_id))
+            return await super().tool(run, step_id, params, emit, attempt=attempt)
+
+    counting = CountingStore(store)
+    run = await claimed(store, plan)
+    engine = RunEngine(counting, Checking(), OWNER, Notes(), lease_seconds=600)
+    assert await asyncio.wait_for(engine.execute(run), SAFETY) is RunState.SUCCEEDED
+
+    assert counting.transactions == [
+        [(EventType.RUN_STARTED, ""), (EventType.STEP_STARTED, "s1")],
+        *([(EventType.STEP_SUCCEEDED, f"s{i - 1}"), (EventType.STEP_STARTED, f"s{i}")] for i in range(2, 6)),
+        [(EventType.STEP_SUCCEEDED, "s5"), (EventType.RUN_SUCCEEDED, "")],
+    ]
+    for i in range(1, 6):
+        seen = committed_at_call[f"s{i}"]
+        assert seen[-1] == (EventType.STEP_STARTED, f"s{i}")
+        if i > 1:
+            assert (EventType.STEP_SUCCEEDED, f"s{i - 1}") in seen
+    events = await all_events(store, run.run_id)
+    assert_contiguous(events)
+    assert engine.released and await lease_owner(store, run.run_id) is None
+
+
+class Published(Notes):
+    """Notes that lets a test wait for an event to be published (which happens after its commit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[tuple[EventType, str]] = []
+        self.changed = asyncio.Event()
+
+    async def __call__(self, run_id: str, events: Sequence[Event] = ()) -> None:
+        await super().__call__(run_id, events)
+        self.published += [(e.type, e.step_id) for e in events]
+        self.changed.set()
+
+    async def wait_for(self, item: tuple[EventType, str]) -> None:
+        while item not in self.published:
+            self.changed.clear()
+            await asyncio.wait_for(self.changed.wait(), SAFETY)
+
+
+async def test_a_result_is_journaled_before_the_run_waits_on_a_sibling(
+    store: RunStore, calls: FakeCalls
+) -> None:
+    """a and b run side by side; a's result must not wait in memory for b (nothing else to carry it)."""
+    gate = asyncio.Event()
+    calls.script("b", gate=gate)
+    run = await claimed(store, plan_of(step("a"), step("b")))
+    notes = Published()
+    task = asyncio.create_task(RunEngine(store, calls, OWNER, notes).execute(run))
+    try:
+        await notes.wait_for((EventType.STEP_SUCCEEDED, "a"))
+        assert (EventType.STEP_SUCCEEDED, "a") in types(await all_events(store, run.run_id))
+        assert not task.done() and "b" not in calls.finished
+    finally:
+        gate.set()
+    assert await asyncio.wait_for(task, SAFETY) is RunState.SUCCEEDED
+
+
+async def test_an_expired_lease_refuses_the_write_even_to_its_owner(
+    store: RunStore, calls: FakeCalls
+) -> None:
+    """The lease is checked in the write itself: owner AND not expired (another worker may claim it)."""
+    run = await claimed(store, plan_of(step("a")))
+    assert await store.renew(run.run_id, OWNER, -1) == (True, False)  # still ours on paper, but expired
+    with pytest.raises(LeaseLost):
+        await execute(store, calls, run)
+    assert calls.calls == []
+    assert types(await all_events(store, run.run_id)) == [(EventType.RUN_CREATED, "")]
+
+
+async def test_transitions_renew_the_lease(store: RunStore, calls: FakeCalls) -> None:
+    run = await claimed(store, plan_of(step("a")))
+    await hold_lease(store, run.run_id)  # expires in 600 s
+    engine = RunEngine(store, calls, OWNER, Notes(), lease_seconds=3600)
+    gate = asyncio.Event()
+    calls.script("a", gate=gate)
+    task = asyncio.create_task(engine.execute(run))
+    await calls.wait_started("a")
+    async with store.db.connect() as conn:
+        expires = await conn.scalar(select(runs.c.lease_expires).where(runs.c.run_id == run.run_id))
+    assert expires is not None and expires > utcnow() + timedelta(seconds=1800)
+    gate.set()
+    assert await asyncio.wait_for(task, SAFETY) is RunState.SUCCEEDED

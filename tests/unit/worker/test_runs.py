@@ -9,6 +9,7 @@ from typing import cast
 
 import pytest
 from agentflow_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from agentflow_runtime.protojson import utcnow
 from agentflow_worker.hub import EventHub
 from agentflow_worker.model import Event, EventType, Plan, RunState
 from agentflow_worker.runs import Runs, parse_run_name
@@ -155,14 +156,43 @@ async def test_cancel_a_finished_run_is_failed_precondition(service: Service) ->
     assert caught.value.reason == "RUN_FINISHED"
 
 
-async def test_hub_wakes_waiters() -> None:
+async def test_hub_pushes_committed_events_to_the_runs_watchers_only() -> None:
     hub = EventHub()
-    seen = hub.version("r")
-    waiter = asyncio.create_task(hub.wait("r", seen, timeout=SAFETY))
-    await asyncio.sleep(0)
-    await hub.notify("r")
-    await asyncio.wait_for(waiter, SAFETY)
-    assert hub.version("r") == seen + 1
-    await hub.wait("r", seen, timeout=SAFETY)  # already past: returns at once
-    hub.forget("r")
-    assert hub.version("r") == 0
+    first = Event("r", 2, EventType.RUN_STARTED, "", RunState.RUNNING, {}, utcnow())
+    second = Event("r", 3, EventType.STEP_STARTED, "a", RunState.RUNNING, {"attempt": 1}, utcnow())
+    with hub.subscribe("r") as inbox, hub.subscribe("other") as elsewhere:
+        assert hub.watchers("r") == 1
+        await hub.notify("r", [first, second])
+        await hub.notify("r")  # no events: a bare wake-up (read the journal)
+        assert [inbox.get_nowait() for _ in range(3)] == [first, second, None]
+        assert elsewhere.empty()
+    assert hub.watchers("r") == 0
+    await hub.notify("r", [first])  # nobody listens: nothing is kept
+
+
+async def test_watch_gets_a_local_runs_events_pushed_not_polled(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal is read to catch up and to confirm the end, not once per event."""
+    store = service.runs.store
+    reads: list[int] = []
+    read = store.events_after
+
+    async def counted(run_id: str, after_seq: int, limit: int = 500) -> list[Event]:
+        reads.append(after_seq)
+        return await read(run_id, after_seq, limit)
+
+    monkeypatch.setattr(store, "events_after", counted)
+    gate = asyncio.Event()
+    service.calls.script("a", gate=gate)
+    run, _ = await service.runs.start("acme", "workflows/test", 0, {"topic": "x"}, {}, "")
+    watcher = asyncio.create_task(collect(service.runs, run.name))
+    await service.calls.wait_started("a")
+    gate.set()
+    events = await asyncio.wait_for(watcher, SAFETY)
+
+    assert_contiguous(events)
+    assert events == await read(run.run_id, 0, 500)
+    assert len(events) > 10
+    # Catch-up, then the end; a poll may fall in between on a loaded machine, but not one per event.
+    assert len(reads) < len(events) // 2

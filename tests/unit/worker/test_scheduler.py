@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from agentflow_runtime.db import Database
-from agentflow_worker.model import EventType, RunState, StepState
+from agentflow_worker.model import Event, EventType, RunState, StepState
 from agentflow_worker.scheduler import Scheduler
 from agentflow_worker.store import RunStore
 
@@ -219,22 +219,26 @@ async def test_lease_taken_by_another_worker_stops_the_run_and_its_calls(
 async def test_cancel_after_completion_does_not_overwrite_the_final_state(
     store: RunStore, calls: FakeCalls, workers: Workers
 ) -> None:
+    """A cancel request that lands right after the final transition changes nothing: that transition
+    released the lease with the final state, so neither the heartbeat nor a new claim acts on it."""
     finished = Finished()
     raced: list[str] = []
 
-    async def notify(run_id: str) -> None:
+    async def notify(run_id: str, _events: Sequence[Event] = ()) -> None:
         state = await store.run_state(run_id)
         if state is not None and state[0] is RunState.SUCCEEDED and not raced:
             # CancelRun checked the run was not final a moment ago; its request lands now.
             raced.append(run_id)
             await store.request_cancel(run_id, "too late")
-            await asyncio.Event().wait()  # parked until the heartbeat cancels the run's task
+            # What CancelRun does next: try to claim the run (at any worker) to cancel it there.
+            assert not await store.claim(run_id, "another-worker", 60)
 
     scheduler = Scheduler(store, calls, notify, lease_seconds=LEASE, on_finish=finished)
     workers.made.append(scheduler)
     run = await create_run(store, diamond())
     assert await scheduler.submit(run.run_id)
-    await finished.wait(run.run_id)
+    assert await finished.wait(run.run_id) is RunState.SUCCEEDED
+    assert raced == [run.run_id]
 
     events = await all_events(store, run.run_id)
     assert types(events).count((EventType.RUN_CANCELLED, "")) == 0
