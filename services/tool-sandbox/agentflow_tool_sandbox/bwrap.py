@@ -36,7 +36,7 @@ from typing import Any
 
 from agentflow_runtime import context
 
-from agentflow_tool_sandbox import process, rlimits
+from agentflow_tool_sandbox import process, rlimits, seccomp
 from agentflow_tool_sandbox.denials import EGRESS_UNAVAILABLE, SANDBOX_UNAVAILABLE, SandboxDenied
 from agentflow_tool_sandbox.events import Event, Usage
 from agentflow_tool_sandbox.network import CallInfo, EgressProvider, NetworkAccess
@@ -110,6 +110,8 @@ class BwrapConfig:
     egress: EgressProvider | None = None
     host_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     """Where variables named by a profile's `env` are read from."""
+    seccomp: bool = True
+    """Load the syscall filter of `seccomp.py` (on the architectures it supports)."""
 
 
 class BwrapRunner:
@@ -191,6 +193,8 @@ class BwrapRunner:
         env_fd = _memfd(
             "af-spawn-env", json.dumps(self.environment(spec, permissions, NetworkAccess())).encode()
         )
+        filter_fd = self._seccomp_fd()
+        fds = (env_fd,) if filter_fd is None else (env_fd, filter_fd)
         try:
             argv = self.argv(
                 spec,
@@ -201,6 +205,7 @@ class BwrapRunner:
                 env_fd=env_fd,
                 usage_fd=None,
                 cpu_limit=False,
+                seccomp_fd=filter_fd,
             )
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -209,7 +214,7 @@ class BwrapRunner:
                 stderr=asyncio.subprocess.PIPE,
                 env={},
                 cwd="/",
-                pass_fds=(env_fd,),
+                pass_fds=fds,
                 start_new_session=True,
                 limit=stream_limit,
             )
@@ -218,8 +223,15 @@ class BwrapRunner:
                 lease.__exit__(None, None, None)
             raise
         finally:
-            os.close(env_fd)
+            for fd in fds:
+                os.close(fd)
         return Spawned(proc, lease)
+
+    def _seccomp_fd(self) -> int | None:
+        """A memfd holding the syscall filter, None when it is off or the architecture has none."""
+        if not (self.config.seccomp and seccomp.supported()):
+            return None
+        return _memfd("af-seccomp", seccomp.program())
 
     async def _run(
         self,
@@ -246,12 +258,25 @@ class BwrapRunner:
             env = self.environment(spec, permissions, network)
             env_fd = _memfd("af-tool-env", json.dumps(env).encode())
             stack.callback(os.close, env_fd)
+            filter_fd = self._seccomp_fd()
+            if filter_fd is not None:
+                stack.callback(os.close, filter_fd)
             usage_read, usage_write = os.pipe2(os.O_CLOEXEC)
             report = _UsageReport(usage_read)
             stack.callback(report.close)
-            argv = self.argv(spec, limits, permissions, network, uid=uid, env_fd=env_fd, usage_fd=usage_write)
+            argv = self.argv(
+                spec,
+                limits,
+                permissions,
+                network,
+                uid=uid,
+                env_fd=env_fd,
+                usage_fd=usage_write,
+                seccomp_fd=filter_fd,
+            )
+            fds = (env_fd, usage_write) if filter_fd is None else (env_fd, usage_write, filter_fd)
             try:
-                popen = process.spawn(argv, env={}, cwd=Path("/"), pass_fds=(env_fd, usage_write))
+                popen = process.spawn(argv, env={}, cwd=Path("/"), pass_fds=fds)
             except OSError as exc:
                 raise SandboxDenied(
                     f"cannot start bubblewrap ({self.config.bwrap}): {exc.strerror or exc}",
@@ -294,6 +319,7 @@ class BwrapRunner:
         env_fd: int,
         usage_fd: int | None,
         cpu_limit: bool = True,
+        seccomp_fd: int | None = None,
     ) -> list[str]:
         """The bwrap command line for one call (`usage_fd` None: no usage report, the launcher execs the
         process directly; `cpu_limit` False: no RLIMIT_CPU, for a long-lived process)."""
@@ -313,6 +339,8 @@ class BwrapRunner:
                 args.append("--share-net")
             args += ["--disable-userns", "--cap-drop", "ALL"]
         args += ["--die-with-parent", "--new-session", "--clearenv", "--hostname", "sandbox"]
+        if seccomp_fd is not None:
+            args += ["--seccomp", str(seccomp_fd)]
         size = str(config.max_file_bytes)
         mounts = _Mounts()
         for path in SYSTEM_PATHS:

@@ -1,7 +1,8 @@
 """The start-up probe: runs a check program inside the sandbox and refuses to serve unless it is isolated.
 
 The program (`CHECKS`, run by the sandbox's own Python) reports what it can see and do; `verdict` turns
-that into None (isolated) or the first problem. It checks: not root, no capability, `no_new_privs`; its own
+that into None (isolated) or the first problem. It checks: not root, no capability, `no_new_privs`, the
+syscall filter (where there is one); its own
 pid namespace (a handful of pids, none of the service's); no network interface but loopback; `/`, `/usr`
 and `/etc` not writable; a host file outside the binds invisible; the workdir writable; an environment
 holding only what was sent.
@@ -18,6 +19,7 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
+from agentflow_tool_sandbox import seccomp
 from agentflow_tool_sandbox.bwrap import BwrapRunner
 from agentflow_tool_sandbox.events import Chunk, Result, Stream
 from agentflow_tool_sandbox.spec import Limits, Permissions, ProcessSpec
@@ -35,6 +37,7 @@ CHECKS = textwrap.dedent("""
             status[key] = value.strip()
     report["caps"] = {k: status.get(k) for k in ("CapPrm", "CapEff", "CapBnd", "CapAmb")}
     report["no_new_privs"] = status.get("NoNewPrivs")
+    report["seccomp"] = status.get("Seccomp")
     report["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
     report["interfaces"] = sorted(name for _, name in socket.if_nameindex())
     writable = []
@@ -93,10 +96,11 @@ async def _probe(runner: BwrapRunner) -> str | None:
     if result is None or result.exit_code != 0:
         code = "none" if result is None else result.exit_code
         return f"the probe exited with {code}: {stderr.decode(errors='replace').strip()[-500:]}"
-    return verdict(json.loads(stdout), service_pid=os.getpid())
+    filtered = runner.config.seccomp and seccomp.supported()
+    return verdict(json.loads(stdout), service_pid=os.getpid(), seccomp_expected=filtered)
 
 
-def verdict(report: dict[str, Any], *, service_pid: int) -> str | None:
+def verdict(report: dict[str, Any], *, service_pid: int, seccomp_expected: bool = False) -> str | None:
     """The first isolation problem in a probe report, None when there is none."""
     if report["uid"] == 0 or report["euid"] == 0:
         return "the tool runs as root"
@@ -105,6 +109,8 @@ def verdict(report: dict[str, Any], *, service_pid: int) -> str | None:
         return f"the tool holds capabilities: {held}"
     if report["no_new_privs"] != "1":
         return "no_new_privs is not set"
+    if seccomp_expected and report.get("seccomp") != "2":
+        return "the syscall filter is not loaded"
     pids = report["pids"]
     if len(pids) > 4 or (service_pid in pids and service_pid > 4):
         return f"the tool sees {len(pids)} processes: no private pid namespace"

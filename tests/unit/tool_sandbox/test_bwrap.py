@@ -236,3 +236,27 @@ async def test_spawn_fails_closed_too() -> None:
     with pytest.raises(SandboxDenied) as denied:
         await runner.spawn(python_tool("print(1)"), limits(), Permissions())
     assert denied.value.reason == SANDBOX_UNAVAILABLE
+
+
+async def test_the_syscall_filter_refuses_escape_prone_calls(sandbox: BwrapRunner) -> None:
+    tool = python_tool("""
+        import ctypes, json, subprocess, threading
+        libc = ctypes.CDLL(None, use_errno=True)
+
+        def errno_of(rc):
+            return ctypes.get_errno() if rc != 0 else 0
+
+        status = open("/proc/self/status").read().splitlines()
+        seen = {"seccomp": [line.split()[1] for line in status if line.startswith("Seccomp:")]}
+        seen["unshare"] = errno_of(libc.unshare(0x10000000))  # CLONE_NEWUSER
+        seen["ptrace"] = errno_of(libc.ptrace(0, 0, 0, 0))  # PTRACE_TRACEME
+        seen["mount"] = errno_of(libc.mount(b"none", b"/tmp", b"tmpfs", 0, None))
+        worker = threading.Thread(target=lambda: None)
+        worker.start()
+        worker.join()
+        seen["subprocess"] = subprocess.run(["echo", "ok"], capture_output=True, text=True).stdout.strip()
+        print(json.dumps(seen))
+    """)
+    _, result = await collect(sandbox.execute(tool, limits(), {}))
+    assert result.exit_code == 0, result.stderr
+    assert result.output == {"seccomp": ["2"], "unshare": 1, "ptrace": 1, "mount": 1, "subprocess": "ok"}
