@@ -76,22 +76,25 @@ FINAL = {
 CPU_COLUMNS = ("gateway", "worker", "model-gateway", "planner")
 
 
-def workflow_yaml(workflow_id: str) -> str:
-    """Five chained model steps on the deterministic local model, as cheap as a real step gets."""
+WORKLOADS = ("model", "value")
+
+
+def workflow_yaml(workflow_id: str, workload: str = "model") -> str:
+    """Five chained steps. `model`: on the deterministic local model, as cheap as a real mesh call gets
+    (worker -> model-gateway, whose usage ledger records the step's idempotency key). `value`: value steps
+    (computed in the worker, no call), so the figure is the durable step path alone, journal included."""
     lines = [
         f"id: {workflow_id}",
-        "display_name: Bench, five local-model steps",
+        f"display_name: Bench, five {workload} steps",
         "kind: dag",
         "steps:",
     ]
     for i in range(1, STEPS + 1):
-        lines += [
-            f"  - id: s{i}",
-            "    kind: model",
-            "    model: local",
-            '    prompt: "ok"',
-            "    max_tokens: 1",
-        ]
+        lines.append(f"  - id: s{i}")
+        if workload == "value":
+            lines += ["    kind: value", '    value: "ok"']
+        else:
+            lines += ["    kind: model", "    model: local", '    prompt: "ok"', "    max_tokens: 1"]
         if i > 1:
             lines.append(f"    needs: [s{i - 1}]")
     return "\n".join(lines) + "\n"
@@ -106,6 +109,7 @@ class Options:
     conc_runs: int
     concurrency: int
     backends: tuple[str, ...]
+    workloads: tuple[str, ...]
     json_out: Path | None
     keep: bool
 
@@ -121,6 +125,11 @@ def parse_args(argv: Sequence[str]) -> Options:
         default=env.get("BENCH_BACKENDS", ",".join(BACKENDS)),
         help=f"comma-separated subset of {','.join(BACKENDS)}",
     )
+    parser.add_argument(
+        "--workloads",
+        default=env.get("BENCH_WORKLOADS", ",".join(WORKLOADS)),
+        help=f"comma-separated subset of {','.join(WORKLOADS)} (the kind of the five steps)",
+    )
     parser.add_argument("--json", dest="json_out", default=env.get("BENCH_JSON", ""), help="write figures")
     parser.add_argument("--keep", action="store_true", help="keep the data dir (service logs) afterwards")
     args = parser.parse_args(argv)
@@ -128,6 +137,9 @@ def parse_args(argv: Sequence[str]) -> Options:
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown or not backends:
         parser.error(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
+    workloads = tuple(w.strip() for w in str(args.workloads).split(",") if w.strip())
+    if not workloads or any(w not in WORKLOADS for w in workloads):
+        parser.error(f"--workloads: choose from {', '.join(WORKLOADS)}")
     if min(args.seq_runs, args.conc_runs, args.concurrency) < 1:
         parser.error("--seq-runs, --conc-runs and --concurrency must be positive")
     return Options(
@@ -135,6 +147,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         conc_runs=args.conc_runs,
         concurrency=args.concurrency,
         backends=backends,
+        workloads=workloads,
         json_out=Path(args.json_out) if args.json_out else None,
         keep=bool(args.keep),
     )
@@ -207,6 +220,7 @@ class Scenario:
     backend: str
     mode: str  # sequential | concurrent
     kind: str  # engine | floor
+    workload: str = ""  # engine: model | value (the kind of the five steps)
     runs: int = 0
     failed: int = 0
     concurrency: int = 1
@@ -220,6 +234,11 @@ class Scenario:
     cpu_ms_per_run: dict[str, float] = field(default_factory=dict)
     cores_busy: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """`floor`, or the engine's workload (`model` / `value` steps)."""
+        return self.workload or self.kind
 
 
 # --- the mesh and the database -----------------------------------------------------------------------------
@@ -336,21 +355,28 @@ def edge_client(settings: Settings, concurrency: int) -> httpx.AsyncClient:
     )
 
 
-async def register_workflow(client: httpx.AsyncClient) -> str:
-    workflow_id = f"bench-{uuid.uuid4().hex[:8]}"
-    reply = await client.post("/v1/workflows", json={"source": workflow_yaml(workflow_id)})
+async def register_workflow(client: httpx.AsyncClient, workload: str) -> str:
+    workflow_id = f"bench-{workload}-{uuid.uuid4().hex[:8]}"
+    reply = await client.post("/v1/workflows", json={"source": workflow_yaml(workflow_id, workload)})
     if reply.status_code != 200:
         raise RuntimeError(f"POST /v1/workflows: HTTP {reply.status_code}: {reply.text[:500]}")
     return str(reply.json()["name"])
 
 
 async def engine_scenario(
-    client: httpx.AsyncClient, workflow: str, mesh: Mesh, backend: str, mode: str, total: int, conc: int
+    client: httpx.AsyncClient,
+    workflow: tuple[str, str],
+    mesh: Mesh,
+    backend: str,
+    mode: str,
+    total: int,
+    conc: int,
 ) -> Scenario:
-    result = Scenario(backend, mode, "engine", runs=total, concurrency=conc)
+    workload, name = workflow
+    result = Scenario(backend, mode, "engine", workload, runs=total, concurrency=conc)
     window = CpuWindow(mesh)
     window.start()
-    samples: list[RunSample] = await in_parallel(total, conc, lambda i: one_run(client, workflow, i))
+    samples: list[RunSample] = await in_parallel(total, conc, lambda i: one_run(client, name, i))
     window.stop()
     ok = [s for s in samples if s.ok]
     result.failed = total - len(ok)
@@ -444,11 +470,9 @@ async def measure_backend(
     await db.create_all(floor_metadata)
     try:
         async with edge_client(settings, opts.concurrency) as client:
-            workflow = await register_workflow(client)
-            warm = await in_parallel(WARMUP_RUNS, 2, lambda i: one_run(client, workflow, i))
-            bad = [w.error for w in warm if not w.ok]
-            if bad:
-                raise RuntimeError(f"warm-up runs failed: {bad[0]}")
+            workflows = [(w, await register_workflow(client, w)) for w in opts.workloads]
+            for _, name in workflows:
+                await warm_up(client, name)
             await in_parallel(20, 4, lambda _i: floor_warm(db))
             for mode, total, conc in (
                 ("sequential", opts.seq_runs, 1),
@@ -456,11 +480,19 @@ async def measure_backend(
             ):
                 print(f"  {backend} {mode}: floor, {total} runs x {STEPS} commits ...", flush=True)
                 results.append(await floor_scenario(db, mesh, backend, mode, total, conc))
-                print(f"  {backend} {mode}: engine, {total} runs via REST ...", flush=True)
-                results.append(await engine_scenario(client, workflow, mesh, backend, mode, total, conc))
+                for workflow in workflows:
+                    print(f"  {backend} {mode}: engine, {total} runs of {workflow[0]} steps via REST ...")
+                    results.append(await engine_scenario(client, workflow, mesh, backend, mode, total, conc))
     finally:
         await db.dispose()
     return results
+
+
+async def warm_up(client: httpx.AsyncClient, workflow: str) -> None:
+    warm = await in_parallel(WARMUP_RUNS, 2, lambda i: one_run(client, workflow, i))
+    bad = [w.error for w in warm if not w.ok]
+    if bad:
+        raise RuntimeError(f"warm-up runs failed: {bad[0]}")
 
 
 async def floor_warm(db: Database) -> None:
@@ -510,7 +542,8 @@ def bench_backend(opts: Options, backend: str, database_url: str | None) -> list
 
 def report(results: Sequence[Scenario], opts: Options, skipped: Mapping[str, str]) -> list[str]:
     lines = [
-        f"AgentFlow durable runs: {STEPS}-step workflow (chained local-model steps, max_tokens 1) via REST, "
+        f"AgentFlow durable runs: {STEPS}-step workflows via REST (model = chained local-model steps, "
+        f"max_tokens 1, each a ModelService call; value = chained value steps, no call), "
         f"{os.cpu_count()} CPUs; sequential {opts.seq_runs} runs, concurrent {opts.conc_runs} runs at "
         f"{opts.concurrency} in flight",
         "",
@@ -527,7 +560,7 @@ def report(results: Sequence[Scenario], opts: Options, skipped: Mapping[str, str
             else f"{'':>17}  {'':>17}"
         )
         lines.append(
-            f"{r.backend:<9} {r.mode:<11} {r.kind:<7} {r.runs_per_s:>8.2f} {ratio}  {r.latency.text():>17}  "
+            f"{r.backend:<9} {r.mode:<11} {r.label:<7} {r.runs_per_s:>8.2f} {ratio}  {r.latency.text():>17}  "
             f"{r.per_step.text():>17}  {events}  {r.failed if r.kind == 'engine' else '-'}"
         )
     lines += [
@@ -535,7 +568,7 @@ def report(results: Sequence[Scenario], opts: Options, skipped: Mapping[str, str
         "ratio = engine runs/s / floor runs/s at the same backend and concurrency (aim: >= 0.5).",
         "step ms (run/5): run latency (POST /v1/runs sent -> RUN_SUCCEEDED received on :watch) / 5, so it",
         "  includes StartRun, the claim, the final transition and the watch delivery spread over the steps.",
-        "step call (ev): STEP_STARTED -> STEP_SUCCEEDED createTime: the start transaction + the model call.",
+        "step call (ev): STEP_STARTED -> STEP_SUCCEEDED createTime: the start transaction + the step's call.",
         "step cycle (ev): STEP_SUCCEEDED(i-1) (or RUN_STARTED) -> STEP_SUCCEEDED(i): all a step costs.",
         "",
         "run phases outside the steps (ms p50 / p95, from event times and the client's clock):",
@@ -543,7 +576,7 @@ def report(results: Sequence[Scenario], opts: Options, skipped: Mapping[str, str
     for r in results:
         if r.kind == "engine":
             phases = "; ".join(f"{name} {stat.text().replace('  ', ' ')}" for name, stat in r.phases.items())
-            lines.append(f"  {r.backend:<9} {r.mode:<11} {phases}")
+            lines.append(f"  {r.backend:<9} {r.mode:<11} {r.label:<6} {phases}")
     columns = (*CPU_COLUMNS, "rest", "bench", "other", "total")
     lines += [
         "",
@@ -553,7 +586,7 @@ def report(results: Sequence[Scenario], opts: Options, skipped: Mapping[str, str
     ]
     for r in results:
         cells = " ".join(f"{r.cpu_ms_per_run.get(c, 0.0):>13.2f}" for c in columns)
-        lines.append(f"{r.backend:<9} {r.mode:<11} {r.kind:<7} {cells}")
+        lines.append(f"{r.backend:<9} {r.mode:<11} {r.label:<7} {cells}")
     lines += ["", "what dominates:"]
     for r in results:
         if r.kind == "engine":
@@ -579,7 +612,7 @@ def dominates(r: Scenario, floor: Scenario | None) -> str:
     )
     saturated = f"; saturated event loop(s): {', '.join(hot)}" if hot else ""
     return (
-        f"{r.backend} {r.mode}: {r.cpu_ms_per_run.get('total', 0.0):.1f} CPU-ms per run "
+        f"{r.backend} {r.mode} {r.label}: {r.cpu_ms_per_run.get('total', 0.0):.1f} CPU-ms per run "
         f"({r.cpu_ms_per_run.get('total', 0.0) / STEPS:.1f} per step), most in {top_text}{floor_text}; "
         f"{bound}{saturated}"
     )
