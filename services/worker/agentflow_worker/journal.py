@@ -61,6 +61,8 @@ class Journal(Protocol):
 
     async def run_state(self, run_id: str) -> tuple[RunState, int] | None: ...
 
+    async def tenant_of(self, run_id: str) -> str | None: ...
+
     async def close(self) -> None: ...
 
 
@@ -187,6 +189,7 @@ _EVENTS_AFTER = (
     + " FROM run_events WHERE run_id = {0} AND seq > {1} ORDER BY seq LIMIT {2}"
 )
 _RUN_STATE = "SELECT state, last_seq FROM runs WHERE run_id = {0}"
+_TENANT = "SELECT tenant FROM runs WHERE run_id = {0}"
 
 
 def _planned(change: RunWrite, value: Callable[[str | None, Any], Any]) -> list[tuple[str, list[Any]]]:
@@ -314,6 +317,11 @@ class SqliteJournal:
         row = await self._run(lambda conn: conn.execute(sql, (run_id,)).fetchone())
         return None if row is None else (RunState(row[0]), int(row[1]))
 
+    async def tenant_of(self, run_id: str) -> str | None:
+        sql = _TENANT.format("?")
+        row = await self._run(lambda conn: conn.execute(sql, (run_id,)).fetchone())
+        return None if row is None else str(row[0])
+
     async def close(self) -> None:
         def shut(conn: sqlite3.Connection) -> None:
             conn.close()
@@ -403,6 +411,11 @@ class PostgresJournal:
         pool = await self._acquire()
         row = await pool.fetchrow(_RUN_STATE.format("$1"), run_id)
         return None if row is None else (RunState(row[0]), int(row[1]))
+
+    async def tenant_of(self, run_id: str) -> str | None:
+        pool = await self._acquire()
+        row = await pool.fetchrow(_TENANT.format("$1"), run_id)
+        return None if row is None else str(row[0])
 
     async def close(self) -> None:
         if self._pool is not None:

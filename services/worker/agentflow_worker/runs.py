@@ -138,21 +138,23 @@ class Runs:
         subscribing, on a gap, after a final event) and every `WATCH_POLL_SECONDS` without a push (a run
         executed by another worker).
         """
-        run = await self.get(tenant, name)
+        run_id = parse_run_name(name)
+        if await self.store.tenant_of(run_id) != tenant:
+            raise NotFound(f"{name} not found", reason="RUN_NOT_FOUND", metadata={"run": name})
         if after_seq < 0:
             raise InvalidArgument("after_seq must not be negative", violations=[("after_seq", "negative")])
         seen = after_seq
-        with self.hub.subscribe(run.run_id) as inbox:
+        with self.hub.subscribe(run_id) as inbox:
             read = True
             while True:
                 if read:
-                    batch = await self.store.events_after(run.run_id, seen, WATCH_PAGE)
+                    batch = await self.store.events_after(run_id, seen, WATCH_PAGE)
                     for event in batch:
                         yield event
                         seen = event.seq
                     if len(batch) == WATCH_PAGE:
                         continue
-                    state = await self.store.run_state(run.run_id)
+                    state = await self.store.run_state(run_id)
                     if state is None or (state[0].final and seen >= state[1]):
                         return
                     read = False

@@ -280,6 +280,10 @@ class RunStore:
     async def run_state(self, run_id: str) -> tuple[RunState, int] | None:
         return await self.journal.run_state(run_id)
 
+    async def tenant_of(self, run_id: str) -> str | None:
+        """The run's tenant (None when there is no such run): the cheap existence check of a watch."""
+        return await self.journal.tenant_of(run_id)
+
     async def count_runs(self, tenant: str) -> int:
         async with self.db.connect() as conn:
             value = await conn.scalar(select(func.count()).select_from(runs).where(runs.c.tenant == tenant))
