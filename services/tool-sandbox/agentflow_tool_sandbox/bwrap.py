@@ -29,7 +29,7 @@ import shutil
 import signal
 import sys
 from collections.abc import AsyncGenerator, Iterator, Mapping
-from contextlib import AbstractContextManager, AsyncExitStack, aclosing, contextmanager
+from contextlib import AsyncExitStack, aclosing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,44 +188,39 @@ class BwrapRunner:
                 "a long-lived sandboxed process gets no network", reason=EGRESS_UNAVAILABLE, metadata={}
             )
         limits = limits.with_defaults()
-        lease = self._uids.lease() if self.config.privileged else None
-        uid = lease.__enter__() if lease is not None else None
-        env_fd = _memfd(
-            "af-spawn-env", json.dumps(self.environment(spec, permissions, NetworkAccess())).encode()
-        )
-        filter_fd = self._seccomp_fd()
-        fds = (env_fd,) if filter_fd is None else (env_fd, filter_fd)
-        try:
-            argv = self.argv(
-                spec,
-                limits,
-                permissions,
-                NetworkAccess(),
-                uid=uid,
-                env_fd=env_fd,
-                usage_fd=None,
-                cpu_limit=False,
-                seccomp_fd=filter_fd,
-            )
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env={},
-                cwd="/",
-                pass_fds=fds,
-                start_new_session=True,
-                limit=stream_limit,
-            )
-        except BaseException:
-            if lease is not None:
-                lease.__exit__(None, None, None)
-            raise
-        finally:
-            for fd in fds:
-                os.close(fd)
-        return Spawned(proc, lease)
+        async with AsyncExitStack() as held:
+            uid = held.enter_context(self._uids.lease()) if self.config.privileged else None
+            with contextlib.ExitStack() as fds:
+                environment = self.environment(spec, permissions, NetworkAccess())
+                env_fd = _memfd("af-spawn-env", json.dumps(environment).encode())
+                fds.callback(os.close, env_fd)
+                filter_fd = self._seccomp_fd()
+                if filter_fd is not None:
+                    fds.callback(os.close, filter_fd)
+                argv = self.argv(
+                    spec,
+                    limits,
+                    permissions,
+                    NetworkAccess(),
+                    uid=uid,
+                    env_fd=env_fd,
+                    usage_fd=None,
+                    cpu_limit=False,
+                    seccomp_fd=filter_fd,
+                )
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    env={},
+                    cwd="/",
+                    pass_fds=(env_fd,) if filter_fd is None else (env_fd, filter_fd),
+                    start_new_session=True,
+                    limit=stream_limit,
+                )
+            # Started (its copies of the fds are its own): the uid lease lasts until `Spawned.stop`.
+            return Spawned(proc, held.pop_all())
 
     def _seccomp_fd(self) -> int | None:
         """A memfd holding the syscall filter, None when it is off or the architecture has none."""
@@ -428,7 +423,8 @@ class Spawned:
     """A long-lived sandboxed process (see `BwrapRunner.spawn`)."""
 
     process: asyncio.subprocess.Process
-    lease: AbstractContextManager[int] | None = None
+    resources: AsyncExitStack | None = None
+    """What the process holds until it is stopped (its uid lease)."""
 
     async def stop(self, grace: float = 2.0) -> None:
         """Close stdin, give the process `grace` seconds, then kill the sandbox (its whole pid namespace)."""
@@ -444,9 +440,9 @@ class Spawned:
             with contextlib.suppress(ProcessLookupError):
                 await process.wait()
         finally:
-            if self.lease is not None:
-                self.lease.__exit__(None, None, None)
-                self.lease = None
+            if self.resources is not None:
+                resources, self.resources = self.resources, None
+                await resources.aclose()
 
 
 class _UsageReport:
