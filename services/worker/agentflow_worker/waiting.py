@@ -160,6 +160,9 @@ async def settle(
             )
         ).first()
         if locked is None and not expiring:
+            current = await _not_pending(conn, approval_id, now)
+            if current.reason != "APPROVAL_PENDING":
+                raise current  # decided (or expired) meanwhile: that is the news, not the run's state
             raise FailedPrecondition(
                 f"run {ticket.run_id} is not waiting for approvals/{approval_id}",
                 reason="RUN_NOT_WAITING",

@@ -377,3 +377,27 @@ async def test_a_model_step_over_the_cost_threshold_waits(store: RunStore, calls
     [ticket] = await h.tickets(run.run_id)
     assert ticket["step_id"] == "dear" and ticket["request"]["estimated_cost_usd"] == 2.0
     assert ticket["request"]["kind"] == "model" and ticket["request"]["arguments"] == {"prompt": "essay"}
+
+
+async def test_concurrent_decisions_resume_the_run_once(store: RunStore, calls: FakeCalls) -> None:
+    """Two people approve at the same moment (and a sweeper with them): one decision wins, one resume."""
+    h = Harness(store, calls, policies())
+    run = await h.start()
+    [ticket] = await h.tickets(run.run_id)
+    name = f"approvals/{ticket['approval_id']}"
+    other = Approvals(store.db)
+    outcomes = await asyncio.gather(
+        h.book.decide("acme", "admin", "ada", name, True, "first"),
+        other.decide("acme", "admin", "bob", name, False, "second"),
+        h.sweeper.sweep(),
+        return_exceptions=True,
+    )
+    decided = [o for o in outcomes[:2] if isinstance(o, dict)]
+    refused = [o for o in outcomes[:2] if isinstance(o, FailedPrecondition)]
+    assert len(decided) == 1 and len(refused) == 1, outcomes
+    assert refused[0].reason == "APPROVAL_ALREADY_DECIDED"
+    assert outcomes[2] == 0, "nothing was due"
+    events = await all_events(store, run.run_id)
+    assert_contiguous(events)
+    assert [e.type for e in events].count(EventType.APPROVAL_DECIDED) == 1
+    assert (await h.reload(run.run_id)).state is RunState.PENDING
