@@ -37,6 +37,17 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--file", type=Path, help="an export to verify offline, without any service")
     export = audit_sub.add_parser("export", help="write every event as JSON lines")
     export.add_argument("out", type=Path)
+    approvals = sub.add_parser("approvals", help="list approval tickets; approve or reject one")
+    approvals_sub = approvals.add_subparsers(dest="approvals_command", required=True)
+    listed = approvals_sub.add_parser("list", help="tickets, newest first")
+    listed.add_argument("--run", default="", help="only this run's (runs/<id> or <id>)")
+    listed.add_argument("--state", default="", help="pending, approved, rejected or expired")
+    for verb in ("approve", "reject"):
+        decide = approvals_sub.add_parser(verb, help=f"{verb} a pending ticket")
+        decide.add_argument("ticket", help="approvals/<id> or <id>")
+        decide.add_argument("--comment", default="")
+    for command in approvals_sub.choices.values():
+        command.add_argument("--token", help="bearer token (default: a dev token from the settings' secret)")
     sub.add_parser("demo", help="start the mesh, run the demo workflow through the edge, stop")
     token = sub.add_parser("token", help="print a dev bearer token")
     token.add_argument("--tenant", default="default")
@@ -87,6 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.file is not None:
             return audit_cmd.verify_file(args.file)
         return asyncio.run(audit_cmd.verify_online(settings))
+    if args.command == "approvals":
+        from agentflow_cli import approvals_cmd
+
+        if args.approvals_command == "list":
+            return asyncio.run(approvals_cmd.list_tickets(settings, args.run, args.state, args.token))
+        approve = args.approvals_command == "approve"
+        return asyncio.run(approvals_cmd.decide(settings, args.ticket, approve, args.comment, args.token))
     if args.command == "demo":
         from agentflow_cli.demo import demo
 

@@ -13,6 +13,8 @@ gated call ran once; approving again is FAILED_PRECONDITION; a ticket left to ex
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -27,7 +29,7 @@ from agentflow_cli.supervisor import Mesh
 from agentflow_cli.tokens import dev_token
 from agentflow_runtime.settings import Settings
 
-from tests.support import postgres_database, require_postgres, sandbox_writable_file
+from tests.support import REPO, postgres_database, require_postgres, sandbox_writable_file
 
 pytestmark = [pytest.mark.integration]
 
@@ -402,8 +404,22 @@ def test_an_agents_gated_tool_call_waits_and_runs_once_approved(
     assert turns == ["t1", "t1c1", "t2"], "the model turn before the wait was not repeated"
 
 
-def test_the_catalog_approval_demo(settings: Settings) -> None:
-    """The repo's catalog (the shared mesh): publishing to production waits for an admin, staging does not."""
+def af(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentflow_cli", *args],
+        cwd=REPO,
+        env=mesh.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_catalog_approval_demo(mesh: tuple[Settings, Mesh]) -> None:
+    """The repo's catalog (the shared mesh): publishing to production waits for an admin, staging does not;
+    the ticket is found and approved with `af approvals`."""
+    settings, running = mesh
     edge = Edge(settings)
     staging = edge.start("approval-demo", {"version": "2.1", "target": "staging"})
     name = edge.start("approval-demo", {"version": "2.1", "target": "production", "highlights": "faster"})
@@ -416,7 +432,16 @@ def test_the_catalog_approval_demo(settings: Settings) -> None:
     assert ticket["stepId"] == "publish" and ticket["rule"] == "approval-demo/production-publish"
     assert ticket["request"]["arguments"]["target"] == "production"
     assert error(edge.decide(ticket["name"], True, "developer"), 403, 7)["reason"] == "ROLE_NOT_ALLOWED"
-    assert edge.decide(ticket["name"], True, "admin").status_code == 200
+    listed = af(running, "approvals", "list", "--run", name, "--state", "pending")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split()[:2] == [ticket["name"], "pending"], listed.stdout
+    approved = af(
+        running, "approvals", "approve", ticket["name"].removeprefix("approvals/"), "--comment", "ok"
+    )
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout.split()[:2] == [ticket["name"], "approved"], approved.stdout
+    again = af(running, "approvals", "approve", ticket["name"])
+    assert again.returncode == 1 and "HTTP 400" in again.stderr and "already approved" in again.stderr
     done = edge.wait_state(name, FINAL)
     assert done["state"] == "RUN_STATE_SUCCEEDED", done
     assert done["output"]["target"] == "production" and done["output"]["words"] > 0
