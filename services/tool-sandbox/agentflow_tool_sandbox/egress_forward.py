@@ -19,6 +19,7 @@ import sys
 
 EXIT_CANNOT_START = 126
 PIPE_BYTES = 64 * 1024
+TOOL_CHECK_SECONDS = 1.0
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
 
@@ -35,8 +36,8 @@ class Forwarder:
     """A single-threaded select loop (cheap to start: no asyncio, no threads counted against the tool's
     process limit) copying every connection accepted on `listener` to a new connection to `path`."""
 
-    def __init__(self, listener: socket.socket, path: str) -> None:
-        self.listener, self.path = listener, path
+    def __init__(self, listener: socket.socket, path: str, tool_pid: int) -> None:
+        self.listener, self.path, self.tool_pid = listener, path, tool_pid
         self.selector = selectors.DefaultSelector()
         self.flows: dict[socket.socket, tuple[Flow, Flow]] = {}  # socket -> (flow out of it, flow into it)
         self.masks: dict[socket.socket, int] = {}
@@ -44,8 +45,9 @@ class Forwarder:
         self.selector.register(listener, selectors.EVENT_READ)
 
     def run(self) -> None:
-        while True:
-            for key, events in self.selector.select():
+        """Serve until the tool is gone (the sandbox or the process group normally ends it first)."""
+        while tool_alive(self.tool_pid):
+            for key, events in self.selector.select(timeout=TOOL_CHECK_SECONDS):
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
                 if sock is self.listener:
@@ -127,7 +129,17 @@ class Forwarder:
             each.close()
 
 
-def detach_and_serve(listener: socket.socket, path: str) -> None:
+def tool_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def detach_and_serve(listener: socket.socket, path: str, tool_pid: int) -> None:
     """In the forked child: fork again (the grandchild serves), so the tool has no stray child."""
     if os.fork() != 0:
         os._exit(0)
@@ -135,7 +147,7 @@ def detach_and_serve(listener: socket.socket, path: str) -> None:
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     with contextlib.suppress(BaseException):
-        Forwarder(listener, path).run()
+        Forwarder(listener, path, tool_pid).run()
     os._exit(0)
 
 
@@ -149,9 +161,10 @@ def main(args: list[str]) -> None:
         listener.bind(("127.0.0.1", int(port_text)))
         listener.listen(64)
         port = listener.getsockname()[1]
+        tool_pid = os.getpid()  # this process becomes the tool
         child = os.fork()
         if child == 0:
-            detach_and_serve(listener, path)
+            detach_and_serve(listener, path, tool_pid)
         os.waitpid(child, 0)
         listener.close()
         proxy = f"http://127.0.0.1:{port}"

@@ -364,3 +364,31 @@ async def test_a_call_cannot_hold_more_than_its_share_of_connections(
         ("ok", "allowed"),
         ("denied", "too_many_connections"),
     ]
+
+
+def forwarders_of(socket_path: str) -> list[int]:
+    """Live processes whose command line names `socket_path` (zombies have none)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if socket_path.encode() in cmdline.split(b"\0"):
+                found.append(int(entry.name))
+    return found
+
+
+async def test_the_forwarder_ends_with_its_tool_even_outside_a_sandbox(tmp_path: Path) -> None:
+    """Nobody kills its process group here: the forwarder notices the tool is gone and exits."""
+    socket_path = str(tmp_path / "unused.sock")
+    tool = await asyncio.create_subprocess_exec(
+        sys.executable, "-I", "-S", str(FORWARDER), socket_path, "0", "--", sys.executable, "-c", "pass"
+    )
+    assert await tool.wait() == 0
+    for _ in range(int(SAFETY_TIMEOUT * 10)):  # a safety net, not a timing assertion
+        if not forwarders_of(socket_path):
+            break
+        await asyncio.sleep(0.1)
+    assert forwarders_of(socket_path) == []
