@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import jwt
 import pytest
@@ -57,20 +58,23 @@ def test_expired_token() -> None:
     assert caught.value.reason == "TOKEN_EXPIRED"
 
 
+# Factories, not tokens: a token minted at collection time may have expired by the time the test runs
+# (the suite runs the integration tests first), which would make the check pass or fail for the wrong reason.
 @pytest.mark.parametrize(
-    "token",
+    "mint",
     [
-        make_token(secret="another-secret-of-sufficient-length"),
-        "not.a.jwt",
-        make_token(sub=None),
-        make_token(role="root"),
-        jwt.encode({"sub": "a"}, SECRET, algorithm="HS256"),  # no exp
-        jwt.encode({"sub": "a", "exp": int(time.time()) + 60}, SECRET, algorithm="HS512"),
+        lambda: make_token(secret="another-secret-of-sufficient-length"),
+        lambda: "not.a.jwt",
+        lambda: make_token(sub=None),
+        lambda: make_token(role="root"),
+        lambda: jwt.encode({"sub": "a"}, SECRET, algorithm="HS256"),  # no exp
+        lambda: jwt.encode({"sub": "a", "exp": int(time.time()) + 60}, SECRET, algorithm="HS512"),
     ],
+    ids=["wrong-secret", "not-a-jwt", "no-subject", "unknown-role", "no-exp", "wrong-algorithm"],
 )
-def test_invalid_tokens(token: str) -> None:
+def test_invalid_tokens(mint: Callable[[], str]) -> None:
     with pytest.raises(Unauthenticated) as caught:
-        _auth(token)
+        _auth(mint())
     assert caught.value.reason == "TOKEN_INVALID"
 
 
