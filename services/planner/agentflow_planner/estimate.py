@@ -10,11 +10,15 @@ An agent step is bounded per agent it can reach (its pinned definitions): `max_t
 answering with at most `DEFAULT_MAX_OUTPUT_TOKENS` and reading the instructions, the tools offered, the step's
 input (an allowance) and every earlier turn's reply and tool answer (an allowance each); capped by the agent's
 own budget when it has one. One entry per agent step, named by the model of the agent it starts with.
+
+An fsm runs one state per visit: of the steps `<state>~<n>` of one visit `n` (within one namespace), only the
+most expensive is listed and counted.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +34,7 @@ __all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "TEMPLATE_ALLOWANCE_TOKENS", "CostEstima
 
 DEFAULT_MAX_OUTPUT_TOKENS = 1024
 TEMPLATE_ALLOWANCE_TOKENS = 256
+_VISIT = re.compile(r"(?P<scope>(?:.*/)?)[a-z][a-z0-9_-]*~(?P<visit>[0-9]+)")
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,26 @@ def estimate(plan: Plan, models: Mapping[str, ModelConfig]) -> CostEstimate:
             unpriced.add(alias)
         cost = 0.0 if model is None else model.cost_usd(_Tokens(input_tokens, output_tokens))
         steps.append(StepCost(step.id, alias, input_tokens, output_tokens, cost))
-    return CostEstimate(tuple(steps), tuple(sorted(unpriced)))
+    return CostEstimate(_one_per_visit(steps), tuple(sorted(unpriced)))
+
+
+def _one_per_visit(steps: list[StepCost]) -> tuple[StepCost, ...]:
+    """Keeps, of the fsm steps of each visit, the most expensive one (exactly one of them runs)."""
+    best: dict[tuple[str, str], int] = {}
+    for i, cost in enumerate(steps):
+        match = _VISIT.fullmatch(cost.step_id)
+        if match is None:
+            continue
+        key = (match.group("scope"), match.group("visit"))
+        held = best.get(key)
+        if held is None or _rank(cost) > _rank(steps[held]):
+            best[key] = i
+    kept = set(best.values())
+    return tuple(c for i, c in enumerate(steps) if _VISIT.fullmatch(c.step_id) is None or i in kept)
+
+
+def _rank(cost: StepCost) -> tuple[float, int]:
+    return cost.cost_usd, cost.input_tokens + cost.output_tokens
 
 
 def _agent_step(

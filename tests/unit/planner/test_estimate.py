@@ -67,3 +67,29 @@ def test_a_model_without_a_price_is_listed() -> None:
     assert cost.unpriced_models == ("mystery",)
     assert cost.cost_usd == 0
     assert cost.output_tokens == DEFAULT_MAX_OUTPUT_TOKENS
+
+
+def test_an_fsm_counts_one_state_per_visit() -> None:
+    plan = plan_of(
+        {
+            "id": "fsm-cost",
+            "kind": "fsm",
+            "initial": "start",
+            "terminal": ["cheap", "dear"],
+            "max_transitions": 1,
+            "states": {
+                "start": {
+                    "kind": "model",
+                    "model": "priced",
+                    "prompt": "go",
+                    "max_tokens": 10,
+                    "transitions": [{"to": "cheap", "when": "{{ input.x }}"}, {"to": "dear"}],
+                },
+                "cheap": {"kind": "model", "model": "priced", "prompt": "a", "max_tokens": 5},
+                "dear": {"kind": "model", "model": "priced", "prompt": "b", "max_tokens": 500},
+            },
+        }
+    )
+    cost = estimate(plan, {"priced": PRICED})
+    assert [s.step_id for s in cost.steps] == ["start~0", "dear~1"]
+    assert cost.output_tokens == 510
