@@ -334,6 +334,54 @@ class SqliteJournal:
 
 # -- PostgreSQL ---------------------------------------------------------------------------------------
 
+_PG_EVENT_TYPES = {
+    "run_id": "varchar",
+    "seq": "bigint",
+    "type": "varchar",
+    "step_id": "varchar",
+    "run_state": "varchar",
+    "data": "json",
+    "create_time": "timestamptz",
+}
+
+
+def _pg_transition(change: RunWrite) -> tuple[str, list[Any]]:
+    """A transition as one statement. Its text depends only on the shape of the change (which columns,
+    how many steps and events), so asyncpg's per-connection statement cache prepares each shape once."""
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    kinds = _KINDS["runs"]
+    sets = [f'"{c}" = {arg(_pg_value(kinds.get(c), v))}' for c, v in change.run_values.items()]
+    sets += [f'"{c}" = "{c}" + {arg(amount)}' for c, amount in change.increments]
+    parts = [
+        f"r AS (UPDATE runs SET {', '.join(sets)} WHERE run_id = {arg(change.run_id)} "
+        f"AND lease_owner = {arg(change.owner)} AND lease_expires > {arg(_pg_value('time', change.now))} "
+        "RETURNING cancel_requested)"
+    ]
+    kinds = _KINDS["steps"]
+    for i, (step_id, values) in enumerate(change.step_values.items()):
+        step_sets = ", ".join(f'"{c}" = {arg(_pg_value(kinds.get(c), v))}' for c, v in values.items())
+        parts.append(
+            f"s{i} AS (UPDATE steps SET {step_sets} WHERE run_id = {arg(change.run_id)} "
+            f"AND step_id = {arg(step_id)} AND EXISTS (SELECT 1 FROM r))"
+        )
+    if change.events:
+        kinds = _KINDS["run_events"]
+        rows = []
+        for event in change.events:
+            row = _event_row(event)
+            cells = ", ".join(
+                f"{arg(_pg_value(kinds.get(c), row[c]))}::{_PG_EVENT_TYPES[c]}" for c in _EVENT_COLUMNS
+            )
+            rows.append(f"SELECT {cells} WHERE EXISTS (SELECT 1 FROM r)")
+        names = ", ".join(f'"{c}"' for c in _EVENT_COLUMNS)
+        parts.append(f"e AS (INSERT INTO run_events ({names}) {' UNION ALL '.join(rows)})")
+    return "WITH " + ", ".join(parts) + " SELECT cancel_requested FROM r", args
+
 
 class PostgresJournal:
     """A small asyncpg pool on the worker's schema; asyncpg prepares and caches each statement."""
@@ -358,25 +406,12 @@ class PostgresJournal:
         return self._pool
 
     async def write(self, change: RunWrite) -> bool | None:
-        columns, args = _run_args(change, _pg_value)
-        run_sql = self._sql.run_update(columns, tuple(c for c, _ in change.increments))
-        rest = _planned(change, _pg_value)
+        """One statement, one round trip: the runs UPDATE under the lease, and (only if it matched) the
+        steps' UPDATEs and the events' INSERT as data-modifying CTEs of the same statement (atomic)."""
+        sql, args = _pg_transition(change)
         pool = await self._acquire()
-        async with pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(run_sql, *args)
-            if row is None:
-                return None
-            for name, rows in rest:
-                sql = (
-                    self._sql.insert("run_events", _EVENT_COLUMNS)
-                    if name == "events"
-                    else self._sql.step_update(tuple(name.removeprefix("step:").split(",")))
-                )
-                if len(rows) == 1:
-                    await conn.execute(sql, *rows[0])
-                else:
-                    await conn.executemany(sql, rows)
-            return bool(row[0])
+        row = await pool.fetchrow(sql, *args)
+        return None if row is None else bool(row[0])
 
     async def insert(self, run_row: dict[str, Any], step_rows: list[dict[str, Any]], first: Event) -> None:
         import asyncpg
