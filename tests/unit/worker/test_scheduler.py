@@ -43,9 +43,11 @@ class Workers:
         self.store = store
         self.made: list[Scheduler] = []
 
-    def new(self, calls: FakeCalls, finished: Finished, notify: Notes | None = None) -> Scheduler:
+    def new(
+        self, calls: FakeCalls, finished: Finished, notify: Notes | None = None, lease: float = LEASE
+    ) -> Scheduler:
         scheduler = Scheduler(
-            self.store, calls, notify or Notes(), lease_seconds=LEASE, poll_seconds=0.05, on_finish=finished
+            self.store, calls, notify or Notes(), lease_seconds=lease, poll_seconds=0.05, on_finish=finished
         )
         self.made.append(scheduler)
         return scheduler
@@ -260,8 +262,10 @@ async def test_several_workers_never_claim_the_same_run(
     calls = [FakeCalls() for _ in range(3)]
     finished = Finished()
     runs = [await create_run(store, diamond()) for _ in range(12)]
+    # A lease long enough never to lapse on a loaded machine: this test is about claims racing, and a lapsed
+    # lease would legitimately hand a run (and its unfinished step) to another worker.
     for fake in calls:
-        workers.new(fake, finished).start()
+        workers.new(fake, finished, lease=30).start()
     for run in runs:
         assert await finished.wait(run.run_id) is RunState.SUCCEEDED
     executed = [run_id for fake in calls for run_id in fake.runs()]
