@@ -124,3 +124,16 @@ async def test_invalid_arguments_are_audited_as_denied(engine: AsyncEngine) -> N
         await run(servicer, "fine", n="not a number")
     ((_, _, outcome, details),) = audit.events
     assert outcome == "denied" and details["reason"] == "invalid_arguments"
+
+
+async def test_a_keyed_call_to_an_unavailable_sandbox_is_refused_and_not_recorded(
+    engine: AsyncEngine,
+) -> None:
+    audit = FakeAudit()
+    servicer = make_servicer(engine, audit, available=False)
+    request = tools_pb2.ExecuteToolRequest(name="tools/fine", idempotency_key="runs/r1/s1/1", run="runs/r1")
+    for _ in range(2):  # nothing was recorded for the key: a retry is refused again, not replayed
+        with context.bound(CALLER), pytest.raises(FailedPrecondition) as refused:
+            _ = [r async for r in servicer.ExecuteTool(request, CTX)]
+        assert refused.value.reason == "SANDBOX_UNAVAILABLE"
+    assert [(e[2], e[3]["reason"]) for e in audit.events] == [("denied", "sandbox_unavailable")] * 2
