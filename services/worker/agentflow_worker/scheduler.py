@@ -156,6 +156,10 @@ class Scheduler:
         except LeaseLost:
             log.warning("lease lost; another worker continues the run")
         except asyncio.CancelledError:
+            # Draining (or the lease was lost): keep the results buffered for the next transition, if the
+            # lease still allows it, so the worker that resumes the run does not call their steps again.
+            with contextlib.suppress(Exception):
+                await engine.flush()
             log.info("run interrupted; lease released for another worker")
         except Exception:
             log.exception("run execution crashed; lease released for another worker")
