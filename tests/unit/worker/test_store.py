@@ -168,3 +168,39 @@ async def test_list_and_count_runs(store: RunStore) -> None:
     assert [r.run_id for r in listed] == [r.run_id for r in reversed(made)][:2]
     assert [r.run_id for r in await store.list_runs(tenant, 2, 2)] == [made[0].run_id]
     assert await store.list_runs(tenant, 0, 10, workflow="workflows/other") == []
+
+
+async def test_the_journal_writes_values_the_sqlalchemy_queries_read_alike(store: RunStore) -> None:
+    """The raw-driver journal and SQLAlchemy share the rows: a lease the journal renews is compared by
+    `claim` (on SQLite timestamps compare as text, so the format must be SQLAlchemy's), and outputs, errors,
+    times and events read back through `get` as they were written."""
+    run, created = await store.create(new_run(diamond()), None, lease=("w1", 600))
+    assert created
+    assert not await store.claim(run.run_id, "w2", 60)  # inserted claimed, unexpired
+    started = utcnow()
+    event = Event(
+        run.run_id, 2, EventType.STEP_SUCCEEDED, "a", RunState.RUNNING, {"output": {"n": 1}}, started
+    )
+    assert await store.transition(
+        run.run_id,
+        "w1",
+        [event],
+        run_values={"state": RunState.RUNNING.value},
+        step_values={
+            "a": {"state": StepState.SUCCEEDED.value, "output": {"n": 1}, "error": None, "end_time": started}
+        },
+        add_tokens=(3, 4),
+        lease_seconds=-1,  # renewed into the past: expired from now on
+    )
+    stored = await store.get(run.run_id)
+    assert stored is not None and stored.state is RunState.RUNNING and stored.last_seq == 2
+    assert (stored.input_tokens, stored.output_tokens) == (3, 4)
+    a = next(s for s in stored.steps if s.step_id == "a")
+    assert (a.state, a.output, a.error, a.end_time) == (StepState.SUCCEEDED, {"n": 1}, None, started)
+    assert (await all_events(store, run.run_id))[-1] == event
+    assert await store.run_state(run.run_id) == (RunState.RUNNING, 2)
+    assert await store.tenant_of(run.run_id) == run.tenant
+    # The expired lease: the journal refuses its owner, and SQLAlchemy's claim hands the run to another.
+    assert not await store.transition(run.run_id, "w1", [], run_values={"state": RunState.RUNNING.value})
+    assert await store.claim(run.run_id, "w2", 60)
+    assert await store.transition(run.run_id, "w2", [], run_values={"state": RunState.RUNNING.value})
