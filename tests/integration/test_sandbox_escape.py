@@ -80,6 +80,10 @@ ESCAPE = textwrap.dedent(f"""
         except OSError as exc:
             refused(args["path"], exc)
         out["visible"] = os.path.exists(args["path"])
+    elif attack == "plant_symlinks":
+        for link, target in args["links"].items():
+            os.symlink(target, link)
+        out["planted"] = sorted(os.listdir(args["dir"]))
     elif attack == "memory":
         try:
             hog = bytearray(args["bytes"])
@@ -332,6 +336,70 @@ def test_a_host_secret_in_a_granted_directory_is_still_unreadable(
     assert out["refused"][str(secret)] == "Permission denied"
     assert SECRET.encode() not in stdout
     assert_denied(audit_record(settings, tool_id, run), "isolation")
+
+
+def test_a_symlink_planted_in_a_writable_grant_cannot_bind_the_host(
+    sandbox_mesh: tuple[Settings, Path], tmp_path: Path
+) -> None:
+    """Tool A may write /granted/t; it plants `t/root -> /` and `t/secret -> <host secret>`. Tool B, granted
+    those names read-only, is refused (FAILED_PRECONDITION UNSAFE_PATH, audited, counted), never bound to
+    the host's `/` or the secret; a tool granted `t` itself sees the links resolve inside its sandbox."""
+    settings, granted = sandbox_mesh
+    planted = granted / "t"
+    planted.mkdir()
+    planted.chmod(0o777)
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET)
+    writer = register(settings, writable_paths=[str(planted)])
+    links = {f"{planted}/root": "/", f"{planted}/secret": str(secret)}
+    _stdout, result, _run = execute(settings, writer, attack="plant_symlinks", links=links, dir=str(planted))
+    assert py_from_value(result.output)["planted"] == ["root", "secret"], result.stderr
+    assert (planted / "root").is_symlink()
+
+    for name, inside in (("root", "etc/shadow"), ("secret", "")):
+        reader = register(settings, read_only_paths=[f"{planted}/{name}"])
+        before = metric(settings, "sandbox_denials_total", tool=reader, reason="unsafe_path")
+        target = f"{planted}/{name}/{inside}".rstrip("/")
+        with pytest.raises(grpc.RpcError) as refused:
+            execute(settings, reader, attack="read_secret", path=target)
+        error: Any = refused.value
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "symbolic link" in (error.details() or "")
+        status = rpc_status.from_call(error)
+        assert status is not None and from_status(status).reason == "UNSAFE_PATH"
+        event = audit_record_of(settings, reader)
+        seen = details(event)
+        assert (event.outcome, seen["decision"], seen["reason"]) == ("denied", "deny", "unsafe_path")
+        assert metric(settings, "sandbox_denials_total", tool=reader, reason="unsafe_path") == before + 1
+
+    parent = register(settings, read_only_paths=[str(planted)])
+    stdout, result, _run = execute(settings, parent, attack="read_secret", path=f"{planted}/secret")
+    out = py_from_value(result.output)
+    assert out["visible"] is False and "read" not in out  # the link points into the sandbox's own tree
+    assert SECRET.encode() not in stdout
+
+
+def audit_record_of(settings: Settings, tool_id: str) -> audit_pb2.AuditEvent:
+    """The one `tool.execute` event of a tool called once (a refused call names no run the test knows)."""
+
+    async def go(channels: Channels) -> audit_pb2.AuditEvent:
+        stub = audit_pb2_grpc.AuditServiceStub(channels.get("audit"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SAFETY
+        while True:
+            reply = await stub.ListAuditEvents(
+                audit_pb2.ListAuditEventsRequest(resource=f"tools/{tool_id}", page_size=100),
+                metadata=((TENANT_KEY, TENANT), (ROLE_KEY, "admin")),
+                timeout=30,
+            )
+            found = [e for e in reply.audit_events if e.action == "tool.execute"]
+            if found:
+                return found[0]
+            assert loop.time() < deadline, f"no audit record for {tool_id}"
+            await asyncio.sleep(0.1)
+
+    event: audit_pb2.AuditEvent = call(settings, "client", go)
+    return event
 
 
 def test_exceeding_memory_is_refused(sandbox_mesh: tuple[Settings, Path]) -> None:

@@ -28,7 +28,7 @@ import secrets
 import shutil
 import signal
 import sys
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +36,10 @@ from typing import Any
 
 from agentflow_runtime import context
 
-from agentflow_tool_sandbox import process, rlimits, seccomp
+from agentflow_tool_sandbox import host_paths, process, rlimits, seccomp
 from agentflow_tool_sandbox.denials import EGRESS_UNAVAILABLE, SANDBOX_UNAVAILABLE, SandboxDenied
 from agentflow_tool_sandbox.events import Event, Usage
+from agentflow_tool_sandbox.host_paths import OpenedPath
 from agentflow_tool_sandbox.network import CallInfo, EgressProvider, NetworkAccess
 from agentflow_tool_sandbox.spec import NO_PERMISSIONS, Limits, Permissions, ProcessSpec
 from agentflow_tool_sandbox.supervise import supervise
@@ -191,6 +192,7 @@ class BwrapRunner:
         async with AsyncExitStack() as held:
             uid = held.enter_context(self._uids.lease()) if self.config.privileged else None
             with contextlib.ExitStack() as fds:
+                granted = fds.enter_context(host_paths.opened(permissions, "stdio-server"))
                 environment = self.environment(spec, permissions, NetworkAccess())
                 env_fd = _memfd("af-spawn-env", json.dumps(environment).encode())
                 fds.callback(os.close, env_fd)
@@ -200,7 +202,7 @@ class BwrapRunner:
                 argv = self.argv(
                     spec,
                     limits,
-                    permissions,
+                    granted,
                     NetworkAccess(),
                     uid=uid,
                     env_fd=env_fd,
@@ -215,7 +217,7 @@ class BwrapRunner:
                     stderr=asyncio.subprocess.PIPE,
                     env={},
                     cwd="/",
-                    pass_fds=(env_fd,) if filter_fd is None else (env_fd, filter_fd),
+                    pass_fds=_passed(env_fd, filter_fd, granted),
                     start_new_session=True,
                     limit=stream_limit,
                 )
@@ -238,6 +240,8 @@ class BwrapRunner:
     ) -> AsyncGenerator[Event, None]:
         limits = limits.with_defaults()
         async with AsyncExitStack() as stack:
+            # Opened before anything else: a granted path with a symlink refuses the call (UNSAFE_PATH).
+            granted = stack.enter_context(host_paths.opened(permissions, tool_id))
             network = NetworkAccess()
             if permissions.egress:
                 if self.config.egress is None:
@@ -262,16 +266,17 @@ class BwrapRunner:
             argv = self.argv(
                 spec,
                 limits,
-                permissions,
+                granted,
                 network,
                 uid=uid,
                 env_fd=env_fd,
                 usage_fd=usage_write,
                 seccomp_fd=filter_fd,
             )
-            fds = (env_fd, usage_write) if filter_fd is None else (env_fd, usage_write, filter_fd)
             try:
-                popen = process.spawn(argv, env={}, cwd=Path("/"), pass_fds=fds)
+                popen = process.spawn(
+                    argv, env={}, cwd=Path("/"), pass_fds=(usage_write, *_passed(env_fd, filter_fd, granted))
+                )
             except OSError as exc:
                 raise SandboxDenied(
                     f"cannot start bubblewrap ({self.config.bwrap}): {exc.strerror or exc}",
@@ -307,7 +312,7 @@ class BwrapRunner:
         self,
         spec: ProcessSpec,
         limits: Limits,
-        permissions: Permissions,
+        granted: Sequence[OpenedPath],
         network: NetworkAccess,
         *,
         uid: int | None,
@@ -317,7 +322,8 @@ class BwrapRunner:
         seccomp_fd: int | None = None,
     ) -> list[str]:
         """The bwrap command line for one call (`usage_fd` None: no usage report, the launcher execs the
-        process directly; `cpu_limit` False: no RLIMIT_CPU, for a long-lived process)."""
+        process directly; `cpu_limit` False: no RLIMIT_CPU, for a long-lived process). The profile's paths
+        come `granted`: opened without following symlinks (`host_paths.opened`), bound by descriptor."""
         config = self.config
         args = [config.bwrap]
         if config.privileged:
@@ -350,10 +356,8 @@ class BwrapRunner:
         for path in _python_roots(config.python):
             mounts.bind(path, path, writable=False, required=True)
         mounts.bind(str(rlimits.LAUNCHER), LAUNCHER, writable=False, required=True)
-        for path in permissions.read_only_paths:
-            mounts.bind(path, path, writable=False, required=False)
-        for path in permissions.writable_paths:
-            mounts.bind(path, path, writable=True, required=False)
+        for opened in granted:
+            mounts.bind_fd(opened.fd, opened.path, writable=opened.writable)
         for mount in network.mounts:
             mounts.bind(mount.source, mount.target, writable=mount.writable, required=True)
         args += mounts.args
@@ -398,6 +402,12 @@ class _Mounts:
         self._parents(target)
         flag = "--bind" if writable else "--ro-bind"
         self.args += [flag if required else f"{flag}-try", source, target]
+        self._made.add(target)
+
+    def bind_fd(self, fd: int, target: str, *, writable: bool) -> None:
+        """Bind what `fd` (an O_PATH descriptor, see `host_paths`) refers to: no name is resolved again."""
+        self._parents(target)
+        self.args += ["--bind-fd" if writable else "--ro-bind-fd", str(fd), target]
         self._made.add(target)
 
     def _parents(self, target: str) -> None:
@@ -467,6 +477,12 @@ class _UsageReport:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def _passed(env_fd: int, filter_fd: int | None, granted: Sequence[OpenedPath]) -> tuple[int, ...]:
+    """The descriptors bwrap inherits: the environment, the syscall filter, the granted paths."""
+    extra = () if filter_fd is None else (filter_fd,)
+    return (env_fd, *extra, *(opened.fd for opened in granted))
 
 
 def _memfd(name: str, data: bytes) -> int:

@@ -104,6 +104,7 @@ def validate_permissions(
             problem = _path_problem(value, writable=writable, delegation=delegation)
             if problem is not None:
                 problems.append((f"{path}.{name}[{index}]", problem))
+    problems.extend(_overlap_problems(permissions, path))
     for index, name in enumerate(permissions.env):
         where = f"{path}.env[{index}]"
         if not ENV_NAME_PATTERN.fullmatch(name):
@@ -144,6 +145,28 @@ def _path_problem(value: str, *, writable: bool, delegation: Delegation | None) 
     if delegation is not None and not _below(value, delegation.path_roots):
         return "not below a path the operator lets API-registered tools use"
     return None
+
+
+def _overlap_problems(permissions: Permissions, path: str) -> list[Violation]:
+    """A path equal to, below or above one of the profile's writable paths (other than that entry itself):
+    the tool could plant a symlink (or anything) in the writable one for its bind of the other."""
+    problems: list[Violation] = []
+    writable = permissions.writable_paths
+    for name in ("read_only_paths", "writable_paths"):
+        for index, value in enumerate(getattr(permissions, name)):
+            for other_index, other in enumerate(writable):
+                if name == "writable_paths" and other_index == index:
+                    continue
+                if _below(value, (other,)) or _below(other, (value,)):
+                    problems.append(
+                        (
+                            f"{path}.{name}[{index}]",
+                            f"overlaps writable_paths[{other_index}] ({other}): a path must not be, "
+                            "contain or lie below another writable path of the profile",
+                        )
+                    )
+                    break
+    return problems
 
 
 def _below(path: str, roots: Sequence[str]) -> bool:

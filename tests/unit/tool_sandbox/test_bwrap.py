@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from agentflow_tool_sandbox import host_paths
 from agentflow_tool_sandbox.bwrap import BwrapConfig, BwrapRunner
 from agentflow_tool_sandbox.denials import EGRESS_UNAVAILABLE, SANDBOX_UNAVAILABLE, SandboxDenied
+from agentflow_tool_sandbox.host_paths import UNSAFE_PATH
 from agentflow_tool_sandbox.mcp.stdio_launch import LaunchConfig, launch
 from agentflow_tool_sandbox.network import CallInfo, Mount, NetworkAccess
 from agentflow_tool_sandbox.probe import probe
@@ -100,6 +104,91 @@ async def test_a_writable_path_is_writable(sandbox: BwrapRunner, tmp_path: Path)
     assert (shared / "out").read_text() == "from the tool"
 
 
+async def test_a_granted_path_through_a_symlink_is_refused_not_bound(
+    sandbox: BwrapRunner, tmp_path: Path
+) -> None:
+    """Another tool (or host user) with write access plants `ln -s / granted/x`: a grant of `granted/x`,
+    or of anything below it or below a symlinked ancestor, refuses the call instead of binding the host."""
+    planted = tmp_path / "t"
+    planted.mkdir()
+    (planted / "x").symlink_to("/")
+    (tmp_path / "alias").symlink_to(planted)
+    tool = python_tool("print(open('/etc/hostname').read())")
+    cases = {
+        str(planted / "x"): str(planted / "x"),
+        str(planted / "x" / "etc"): str(planted / "x"),
+        str(tmp_path / "alias" / "x"): str(tmp_path / "alias"),
+    }
+    for path, component in cases.items():
+        for permissions in (Permissions(read_only_paths=(path,)), Permissions(writable_paths=(path,))):
+            with pytest.raises(SandboxDenied) as denied:
+                await collect(sandbox.execute(tool, limits(), {}, permissions=permissions, tool_id="reader"))
+            assert denied.value.reason == UNSAFE_PATH
+            assert denied.value.metadata == {"tool": "reader", "path": path, "component": component}
+            assert "symbolic link" in str(denied.value)
+        with pytest.raises(SandboxDenied) as denied:
+            await sandbox.spawn(tool, limits(), Permissions(read_only_paths=(path,)))
+        assert denied.value.reason == UNSAFE_PATH
+
+
+async def test_a_symlink_inside_a_granted_directory_stays_inside_the_sandbox(
+    sandbox: BwrapRunner, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host secret")
+    granted = tmp_path / "granted"
+    granted.mkdir()
+    (granted / "root").symlink_to("/")
+    (granted / "secret").symlink_to(secret)
+    os.chmod(tmp_path, 0o755)
+    tool = python_tool("""
+        import json, os, sys
+        granted = json.load(sys.stdin)["granted"]
+        out = {"root": sorted(os.listdir(granted + "/root")), "secret": os.path.exists(granted + "/secret")}
+        print(json.dumps(out))
+    """)
+    permissions = Permissions(read_only_paths=(str(granted),))
+    _, result = await collect(
+        sandbox.execute(tool, limits(), {"granted": str(granted)}, permissions=permissions)
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.output["secret"] is False  # the link resolves in the sandbox, where the file is not bound
+    assert "sandbox" in result.output["root"] and {"srv", "var"}.isdisjoint(result.output["root"])
+
+
+def test_the_inode_checked_is_the_inode_bound(tmp_path: Path) -> None:
+    """Swapping the granted directory for a symlink after the check changes nothing: bwrap binds the
+    descriptor that was opened without following links, not the name."""
+    granted, secret_dir = tmp_path / "granted", tmp_path / "secret"
+    granted.mkdir()
+    secret_dir.mkdir()
+    (granted / "data.txt").write_text("checked")
+    (secret_dir / "data.txt").write_text("host secret")
+    os.chmod(tmp_path, 0o755)
+    runner = BwrapRunner(BwrapConfig(seccomp=False))
+    spec = python_tool("import sys; print(open(sys.argv[1]).read())")
+    spec = replace(spec, command=(*spec.command, str(granted / "data.txt")))
+    env_fd = os.memfd_create("env")
+    os.write(env_fd, json.dumps({"PATH": "/usr/bin:/bin"}).encode())
+    os.lseek(env_fd, 0, os.SEEK_SET)
+    try:
+        with host_paths.opened(Permissions(read_only_paths=(str(granted),)), "swap") as opened:
+            granted.rename(tmp_path / "moved")
+            granted.symlink_to(secret_dir)  # what a by-name bind would now follow
+            argv = runner.argv(
+                spec, limits(), opened, NetworkAccess(), uid=None, env_fd=env_fd, usage_fd=None
+            )
+            at = argv.index(str(granted))  # named once: as the target of a bind by descriptor
+            assert argv[at - 2 : at] == ["--ro-bind-fd", str(opened[0].fd)] and argv.count(str(granted)) == 1
+            seen = subprocess.run(
+                argv, pass_fds=(env_fd, *(o.fd for o in opened)), capture_output=True, timeout=60, check=False
+            )
+    finally:
+        os.close(env_fd)
+    assert seen.returncode == 0, seen.stderr
+    assert seen.stdout == b"checked\n"
+
+
 async def test_process_count_is_capped(sandbox: BwrapRunner) -> None:
     tool = python_tool("""
         import os, time
@@ -186,7 +275,7 @@ async def test_the_probe_rejects_a_sandbox_that_does_not_isolate(tmp_path: Path)
 def test_the_command_line_unprivileged_and_as_root() -> None:
     spec = python_tool("print(1)")
     plain = BwrapRunner(BwrapConfig(privileged=False)).argv(
-        spec, limits(), Permissions(), NetworkAccess(), uid=None, env_fd=3, usage_fd=4
+        spec, limits(), (), NetworkAccess(), uid=None, env_fd=3, usage_fd=4
     )
     sandbox_args = plain[: plain.index("--")]
     assert {"--unshare-all", "--unshare-user", "--disable-userns", "--clearenv", "--die-with-parent"} <= set(
@@ -194,7 +283,7 @@ def test_the_command_line_unprivileged_and_as_root() -> None:
     )
     assert "--user" not in plain and "--cap-add" not in plain
     rooted = BwrapRunner(BwrapConfig(privileged=True)).argv(
-        spec, limits(), Permissions(), NetworkAccess(), uid=1234, env_fd=3, usage_fd=4
+        spec, limits(), (), NetworkAccess(), uid=1234, env_fd=3, usage_fd=4
     )
     assert "--unshare-user" not in rooted and "--unshare-net" in rooted
     assert rooted[rooted.index("--user") + 1] == "1234:1234"

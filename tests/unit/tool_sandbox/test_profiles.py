@@ -171,6 +171,32 @@ async def test_an_api_tool_is_denied_what_the_operator_did_not_delegate(
     }
 
 
+async def test_a_path_overlapping_a_writable_path_of_the_profile_is_refused(
+    runner: ProcessRunner, engine: AsyncEngine
+) -> None:
+    """A writable grant must stand alone: the tool could plant a symlink in it for its other binds."""
+    servicer = registry_servicer(runner, engine, Delegation(path_roots=("/srv",)))
+    tool = api_tool(
+        read_only_paths=["/srv/t/x", "/srv", "/srv/other", "/srv/u"],
+        writable_paths=["/srv/t", "/srv/u", "/srv/w/deep", "/srv/w"],
+    )
+    with context.bound(ACME), pytest.raises(InvalidArgument) as caught:
+        await servicer.CreateTool(tools_pb2.CreateToolRequest(tool_id="nested", tool=tool), CTX)
+    refused = {field: why for field, why in caught.value.violations}
+    assert set(refused) == {
+        "tool.profile.read_only_paths[0]",  # below writable /srv/t
+        "tool.profile.read_only_paths[1]",  # contains every writable path
+        "tool.profile.read_only_paths[3]",  # the same path as writable /srv/u
+        "tool.profile.writable_paths[2]",  # below writable /srv/w
+        "tool.profile.writable_paths[3]",  # contains writable /srv/w/deep
+    }
+    assert "overlaps writable_paths[0] (/srv/t)" in refused["tool.profile.read_only_paths[0]"]
+    separate = api_tool(read_only_paths=["/srv/data", "/srv/t2"], writable_paths=["/srv/t", "/srv/out"])
+    with context.bound(ACME):
+        created = await servicer.CreateTool(tools_pb2.CreateToolRequest(tool_id="apart", tool=separate), CTX)
+    assert list(created.profile.writable_paths) == ["/srv/t", "/srv/out"]
+
+
 async def test_older_limits_still_work_and_are_reported_as_limits(
     runner: ProcessRunner, engine: AsyncEngine
 ) -> None:
