@@ -51,6 +51,15 @@ class LeaseLost(Exception):
     """Another worker holds the run now; stop without writing."""
 
 
+class JournalWriteFailed(Exception):
+    """A journal write raised (a connection reset, a busy database): not the outcome of any step.
+
+    Whether the transaction committed is unknown, so this engine instance writes nothing more (its event
+    numbers and buffered results can no longer be trusted); the run is let go and resumed from the
+    journal by a fresh engine, under the same idempotency keys.
+    """
+
+
 class RunEngine:
     """Drives one run from its journal to a final state."""
 
@@ -74,6 +83,8 @@ class RunEngine:
         self.last_write = 0.0
         """`time.monotonic()` of the last transition (it renewed the lease)."""
         self._pending: list[_Pending] = []
+        self._broken: str | None = None
+        """Why a journal write failed; every later write then fails the same way."""
         self.calls = calls
         self.owner = owner
         self._notify = notify
@@ -164,14 +175,18 @@ class RunEngine:
         skipped = {s.step_id for s in run.steps if s.state is StepState.SKIPPED}
         parked: list[ParkRequest] = []
         while (pending or running) and failure is None:
-            launched = await self._start_ready(run, pending, running, outputs, skipped)
-            if not running:
-                if not pending or parked:
-                    break
-                raise StepFailed(
-                    error_json("FAILED_PRECONDITION", "plan has unreachable steps", "PLAN_STUCK")
-                )
             try:
+                # Inside the try: a lease lost (or a journal write failed) while starting or skipping a
+                # step reaches the calls already in flight too.
+                launched, failure = await self._start_ready(run, pending, running, outputs, skipped)
+                if failure is not None:
+                    break  # in-flight siblings finish and are journaled below
+                if not running:
+                    if not pending or parked:
+                        break
+                    raise StepFailed(
+                        error_json("FAILED_PRECONDITION", "plan has unreachable steps", "PLAN_STUCK")
+                    )
                 if not launched:
                     # Nothing starts now that would carry a buffered result into the journal: write it
                     # before waiting (a result is never left unjournaled while the run waits).
@@ -197,7 +212,7 @@ class RunEngine:
                 elif isinstance(exc, AwaitingApproval):
                     parked.append(exc.request)
                 else:
-                    # Lease lost or a crash: no sibling call may outlive this walk.
+                    # Lease lost, a journal write failed, or a crash: no sibling call may outlive this walk.
                     for other in running:
                         other.cancel()
                     await asyncio.gather(*running, return_exceptions=True)
@@ -206,7 +221,7 @@ class RunEngine:
             # A sibling failed: let in-flight steps finish and journal; their results stay useful on replay.
             results = await asyncio.gather(*running, return_exceptions=True)
             for result in results:
-                if isinstance(result, LeaseLost | asyncio.CancelledError):
+                if isinstance(result, LeaseLost | JournalWriteFailed | asyncio.CancelledError):
                     raise result
         if failure is not None:
             raise failure
@@ -219,14 +234,21 @@ class RunEngine:
         running: dict[asyncio.Task[StepResult], PlanStep],
         outputs: dict[str, Any],
         skipped: set[str],
-    ) -> bool:
-        """Start (or skip) every step whose needs are settled; whether any step was started."""
+    ) -> tuple[bool, StepFailed | None]:
+        """Start (or skip) every step whose needs are settled: whether any step was started, and the
+        failure of a step whose condition could not be evaluated (None when its plan tolerates it)."""
         launched = False
         ready = [s for s in pending.values() if all(n in outputs for n in s.needs)]
-        while ready:  # a skip can make further steps ready at once
+        while ready:  # a skip (or a tolerated failure) can make further steps ready at once
             for step in ready:
                 del pending[step.id]
-                reason = await self._skip_reason(run, step, outputs, skipped)
+                try:
+                    reason = await self._skip_reason(run, step, outputs, skipped)
+                except StepFailed as exc:
+                    failure = _unless_tolerated(run, step, exc, outputs)
+                    if failure is not None:
+                        return launched, failure
+                    continue
                 if reason is None:
                     running[asyncio.create_task(self._step(run, step, outputs))] = step
                     launched = True
@@ -235,7 +257,7 @@ class RunEngine:
                 skipped.add(step.id)
                 outputs[step.id] = None
             ready = [s for s in pending.values() if all(n in outputs for n in s.needs)]
-        return launched
+        return launched, None
 
     async def _skip_reason(
         self, run: RunRecord, step: PlanStep, outputs: dict[str, Any], skipped: set[str]
@@ -304,7 +326,7 @@ class RunEngine:
                     continue
                 await self._step_failed(run, step, exc.error, attempt)
                 raise
-            except (LeaseLost, AwaitingApproval):
+            except (LeaseLost, AwaitingApproval, JournalWriteFailed):
                 raise
             except Exception as exc:
                 # A bug, not an outcome: journal it as a failure so the run ends instead of being
@@ -409,6 +431,8 @@ class RunEngine:
     async def _park(self, run: RunRecord, requests: list[ParkRequest]) -> RunState:
         """Tickets, WAITING states, events and the lease's release: one transaction (`waiting.park`)."""
         async with self._lock:
+            if self._broken is not None:
+                raise JournalWriteFailed(self._broken)
             # Buffered writes (results, RUN_STARTED) first: park numbers its events after them.
             written = await self._commit(run.run_id) if self._pending else []
             parked = await park(self.store, run, self.owner, self._seq, requests)
@@ -514,6 +538,8 @@ class RunEngine:
         committed. Event numbers are assigned in order either way.
         """
         async with self._lock:
+            if self._broken is not None:
+                raise JournalWriteFailed(self._broken)
             state = new_state or self._state
             event = Event(run.run_id, self._seq + 1, kind, step_id, state, data, utcnow())
             self._pending.append(_Pending(event, run_values, step_values, tokens))
@@ -532,6 +558,8 @@ class RunEngine:
     async def flush(self) -> None:
         """Journal buffered writes now (before waiting, or before the run is read back after a cancel)."""
         async with self._lock:
+            if self._broken is not None:
+                raise JournalWriteFailed(self._broken)
             if not self._pending:
                 return
             run_id = self._pending[0].event.run_id
@@ -550,16 +578,23 @@ class RunEngine:
                 step_values.setdefault(sid, {}).update(changes)
             tokens[0] += item.tokens[0]
             tokens[1] += item.tokens[1]
-        ok = await self.store.transition(
-            run_id,
-            self.owner,
-            [item.event for item in batch],
-            run_values=run_values or None,
-            step_values=step_values or None,
-            add_tokens=(tokens[0], tokens[1]),
-            lease_seconds=self.lease_seconds,
-            release=release,
-        )
+        try:
+            ok = await self.store.transition(
+                run_id,
+                self.owner,
+                [item.event for item in batch],
+                run_values=run_values or None,
+                step_values=step_values or None,
+                add_tokens=(tokens[0], tokens[1]),
+                lease_seconds=self.lease_seconds,
+                release=release,
+            )
+        except Exception as exc:
+            # The batch and the event numbers already given out cannot be rewound: the write may have
+            # committed before the error (a reset connection), so only the journal knows. Stop here.
+            log.warning("journal write failed; the run resumes from its journal", exc_info=True)
+            self._broken = f"run {run_id}: journal write failed: {exc!r}"
+            raise JournalWriteFailed(self._broken) from exc
         if not ok:
             raise LeaseLost(run_id)
         self.last_write = time.monotonic()

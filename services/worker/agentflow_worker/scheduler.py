@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from agentflow_runtime import logs
 
 from agentflow_worker.calls import StepCalls
-from agentflow_worker.engine import LeaseLost, RunEngine
+from agentflow_worker.engine import JournalWriteFailed, LeaseLost, RunEngine
 from agentflow_worker.gate import ApprovalGate
 from agentflow_worker.model import Event, RunRecord, RunState
 from agentflow_worker.store import RunStore
@@ -153,8 +153,11 @@ class Scheduler:
             log.info("run finished", extra={"fields": {"state": state.value}})
             if self.on_finish is not None:
                 self.on_finish(run_id, state)
-        except LeaseLost:
-            log.warning("lease lost; another worker continues the run")
+        except (LeaseLost, JournalWriteFailed) as exc:
+            # Lease lost: another worker continues the run. A journal write failed: not an outcome of the
+            # run; the lease is let go below and a fresh engine (here or elsewhere) resumes it from the
+            # journal under the same idempotency keys.
+            log.warning("run let go (%s); it resumes from its journal", type(exc).__name__)
         except asyncio.CancelledError:
             # Draining (or the lease was lost): keep the results buffered for the next transition, if the
             # lease still allows it, so the worker that resumes the run does not call their steps again.
@@ -167,11 +170,19 @@ class Scheduler:
             if heartbeat is not None:
                 heartbeat.cancel()
             if not engine.released:  # the final transition gives the lease up itself
-                await asyncio.shield(self.store.release(run_id, self.owner))
+                await self._release(run_id)
             self.active.pop(run_id, None)
             if full:
                 self._wake.set()
             logs.run_id_var.reset(token)
+
+    async def _release(self, run_id: str) -> None:
+        try:
+            await asyncio.shield(self.store.release(run_id, self.owner))
+        except Exception:
+            # The database still fails (a journal write just did): the lease lapses instead, and the run
+            # is claimed then; the run stays out of `active` either way.
+            log.warning("could not release the lease; it lapses", exc_info=True)
 
     async def _heartbeat(
         self, run_id: str, work: asyncio.Task[None], cancel_seen: asyncio.Event, engine: RunEngine
