@@ -99,7 +99,7 @@ def host_address() -> str | None:
     return None
 
 
-def register_tool(edge: str, token: str, port: int) -> str:
+def register_tool(edge: str, token: str, port: int, host: str = "127.0.0.1") -> str:
     tool_id = f"fetch-{uuid.uuid4().hex[:6]}"
     body = {
         "description": "Tries to reach a host, through the egress proxy or directly.",
@@ -113,13 +113,13 @@ def register_tool(edge: str, token: str, port: int) -> str:
             "required": ["mode", "host", "port"],
         },
         "process": {"command": ["{python}", "-c", TOOL_SOURCE]},
-        "profile": {"egress": [{"host": "127.0.0.1", "port": port}], "wallTimeSeconds": 60},
+        "profile": {"egress": [{"host": host, "port": port}], "wallTimeSeconds": 60},
     }
     reply = httpx.post(
         f"{edge}/v1/tools", params={"toolId": tool_id}, headers=auth(token), json=body, timeout=30
     )
     assert reply.status_code == 200, reply.text
-    assert reply.json()["profile"]["egress"] == [{"host": "127.0.0.1", "port": port}]
+    assert reply.json()["profile"]["egress"] == [{"host": host, "port": port}]
     return tool_id
 
 
@@ -217,6 +217,34 @@ def test_a_tool_reaches_only_its_allowed_host_and_only_through_the_proxy(
     # Every attempt is also its tool call's audit record; the direct ones left no egress record at all.
     executed = {e["details"]["step_id"] for e in egress if e["action"] == "tool.execute"}
     assert executed == set(attempts)
+
+
+def test_an_allowed_name_that_resolves_to_loopback_is_refused(
+    edge: str, token: str, allowed_port: int
+) -> None:
+    """The profile lists `localhost`, not the literal 127.0.0.1: the name is allowed, but its addresses are
+    the tool-sandbox host's own loopback, which the proxy refuses (and audits) after resolving."""
+    tool_id = register_tool(edge, token, allowed_port, host="localhost")
+    attempts = {
+        "by-name": {"mode": "http", "host": "localhost", "port": allowed_port},
+        "tunnel-by-name": {"mode": "connect", "host": "localhost", "port": allowed_port},
+    }
+    run = run_attempts(edge, token, tool_id, attempts)
+    assert run["state"] == "RUN_STATE_SUCCEEDED", run.get("error")
+    seen = {s["stepId"]: s["output"] for s in run["steps"]}
+    assert seen["by-name"]["status"] == 403, seen
+    assert "address_not_allowed" in seen["by-name"]["body"] and BODY.decode() not in seen["by-name"]["body"]
+    assert "connected" not in seen["tunnel-by-name"] and "403" in seen["tunnel-by-name"]["error"]
+
+    egress = audit_events(edge, token, f"tools/{tool_id}", run["name"], 2 + len(attempts))
+    by_step = {e["details"]["step_id"]: e for e in egress if e["action"] == "tool.egress"}
+    assert {
+        step: (e["outcome"], e["details"]["host"], e["details"]["reason"]) for step, e in by_step.items()
+    } == {
+        "by-name": ("denied", "localhost", "address_not_allowed"),
+        "tunnel-by-name": ("denied", "localhost", "address_not_allowed"),
+    }
+    assert all("127.0.0.1" in e["details"]["addresses"] for e in by_step.values())
 
 
 def test_a_tool_without_egress_in_its_profile_has_no_proxy(edge: str, token: str, allowed_port: int) -> None:

@@ -36,7 +36,15 @@ from agentflow_runtime.audit import AuditSink
 from prometheus_client import Counter
 
 from agentflow_tool_sandbox.call_metrics import SANDBOX_DENIALS
-from agentflow_tool_sandbox.egress_policy import ALLOWED, Decision, HostPort, allow_list, decide
+from agentflow_tool_sandbox.egress_policy import (
+    ALLOWED,
+    DENIED_ADDRESS,
+    Decision,
+    HostPort,
+    address_allowed,
+    allow_list,
+    decide,
+)
 from agentflow_tool_sandbox.egress_request import MAX_HEAD_BYTES, BadRequest, ProxyRequest, parse_head
 from agentflow_tool_sandbox.network import CallInfo, Mount, NetworkAccess
 from agentflow_tool_sandbox.spec import EgressRule
@@ -272,7 +280,19 @@ class EgressProxy:
             await _answer(writer, 403, "Forbidden", f"{why} ({decision.reason})")
             return
         try:
-            upstream = await self._connect(decision)
+            upstream = await self._connect(decision, grant.allow)
+        except AddressRefused as exc:
+            addresses = ", ".join(exc.addresses)
+            details.update(reason=DENIED_ADDRESS, addresses=addresses)
+            self._record(grant, "denied", details)
+            why = f"{decision.destination.host} resolves only to internal addresses ({addresses})"
+            await _answer(
+                writer,
+                403,
+                "Forbidden",
+                f"{why}, not listed in tool {grant.tool_id}'s profile ({DENIED_ADDRESS})",
+            )
+            return
         except (OSError, TimeoutError) as exc:
             details.update(reason="connect_failed", detail=str(exc) or type(exc).__name__)
             self._record(grant, "failed", details)
@@ -299,15 +319,21 @@ class EgressProxy:
         except TimeoutError as exc:
             raise BadRequest("no complete request head in time") from exc
 
-    async def _connect(self, decision: Decision) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """Resolve (only now, after the check) and connect, trying each address in turn."""
+    async def _connect(
+        self, decision: Decision, allow: frozenset[HostPort]
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Resolve (only now, after the check) and connect, trying each address the policy accepts in turn
+        (`address_allowed`); AddressRefused when it accepts none of them."""
         assert decision.reason == ALLOWED
         host, port = decision.destination.host, decision.destination.port
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.connect_timeout):
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            usable = [info for info in infos if address_allowed(allow, str(info[4][0]), port)]
+            if infos and not usable:
+                raise AddressRefused(sorted({str(info[4][0]) for info in infos}))
             error: OSError = OSError(f"{host} has no address")
-            for family, _, _, _, address in infos:
+            for family, _, _, _, address in usable:
                 try:
                     return await asyncio.open_connection(
                         str(address[0]), port, family=family, limit=PIPE_BYTES
@@ -346,6 +372,14 @@ class EgressProxy:
         call = context.CallContext(tenant=grant.tenant, principal=grant.principal, caller="tool-sandbox")
         with context.bound(call):
             self.audit.record(AUDIT_ACTION, f"tools/{grant.tool_id}", outcome, details=details)
+
+
+class AddressRefused(Exception):
+    """An allowed name resolved only to addresses the policy refuses (internal ones, not listed)."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        super().__init__(", ".join(addresses))
+        self.addresses = addresses
 
 
 def _usable_rules(tool_id: str, rules: Sequence[EgressRule]) -> frozenset[HostPort]:

@@ -7,6 +7,10 @@ Pure logic (no sockets): the proxy asks `decide` before it resolves or connects 
 - An IP literal is refused unless that literal itself is listed, whatever name resolves to it; numeric
   forms the C resolver also accepts (`127.1`, `0x7f000001`, `2130706433`) are refused as unlisted literals.
 - The port must be listed for that host.
+- After an allowed name is resolved, each address is checked again (`address_allowed`): a loopback,
+  link-local, private, shared, unspecified, multicast or reserved address is refused unless that exact IP
+  literal is itself listed for the port, so a name resolving to 127.0.0.1 or 169.254.169.254 does not reach
+  the service host's loopback or the cloud metadata endpoint.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ DENIED_INVALID_HOST = "invalid_host"
 DENIED_IP_LITERAL = "ip_literal_not_allowed"
 DENIED_HOST = "host_not_allowed"
 DENIED_PORT = "port_not_allowed"
+DENIED_ADDRESS = "address_not_allowed"
 
 
 @dataclass(frozen=True, order=True)
@@ -105,3 +110,28 @@ def decide(allowed: frozenset[HostPort], host: str, port: int) -> Decision:
     if any(entry.host == normal for entry in allowed):
         return Decision(destination, DENIED_PORT)
     return Decision(destination, DENIED_IP_LITERAL if is_literal(normal) else DENIED_HOST)
+
+
+def address_allowed(allowed: frozenset[HostPort], address: str, port: int) -> bool:
+    """Whether a resolved `address` may be connected to: a public (globally routable, unicast) address, or
+    any address whose literal is listed for `port`."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # no IPv6 zone id
+    except ValueError:
+        return False
+    if HostPort(str(ip), port) in allowed:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+        if HostPort(str(ip), port) in allowed:
+            return True
+    internal = (
+        ip.is_loopback
+        or ip.is_link_local
+        or ip.is_private
+        or ip.is_unspecified
+        or ip.is_multicast
+        or ip.is_reserved
+        or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
+    )
+    return ip.is_global and not internal

@@ -139,6 +139,7 @@ async def test_connect_to_an_allowed_host_is_tunnelled_and_audited(
 
 
 async def test_a_listed_name_is_resolved_after_the_check(origin: int, audit: RecordingAudit) -> None:
+    """`localhost` is listed, and so is the literal 127.0.0.1 it resolves to: that address is allowed."""
     async with EgressProxy(audit).session(grant(origin)) as session:
         reply = await ask(session, b"GET http://localhost:%d/by-name?q=1 HTTP/1.1\r\n\r\n" % origin)
     assert reply.startswith(b"HTTP/1.1 200 OK")
@@ -146,6 +147,32 @@ async def test_a_listed_name_is_resolved_after_the_check(origin: int, audit: Rec
     [event] = audit.events
     assert (event.outcome, event.details["host"], event.details["method"]) == ("ok", "localhost", "GET")
     assert event.details["address"] in {"127.0.0.1", "::1"}
+
+
+@pytest.mark.parametrize("method", ["CONNECT", "GET"])
+async def test_a_listed_name_resolving_to_an_internal_address_is_refused(
+    origin: int, audit: RecordingAudit, method: str
+) -> None:
+    """Only the name is listed: that it resolves to loopback (or metadata, or a private network) does not
+    open the service host's own services to the tool."""
+    only_name = EgressGrant("fetcher", allow_list([("localhost", origin)]), run="runs/r1", step_id="fetch")
+    head = (
+        b"CONNECT localhost:%d HTTP/1.1\r\n\r\n" % origin
+        if method == "CONNECT"
+        else b"GET http://localhost:%d/internal HTTP/1.1\r\n\r\n" % origin
+    )
+    async with EgressProxy(audit).session(only_name) as session:
+        reply = await ask(session, head)
+    assert reply.startswith(b"HTTP/1.1 403 Forbidden")
+    assert b"address_not_allowed" in reply and b"origin saw" not in reply
+    [event] = audit.events
+    assert (event.outcome, event.details["host"], event.details["reason"]) == (
+        "denied",
+        "localhost",
+        "address_not_allowed",
+    )
+    assert "127.0.0.1" in event.details["addresses"]
+    assert "address" not in event.details  # nothing was connected
 
 
 @pytest.mark.parametrize(

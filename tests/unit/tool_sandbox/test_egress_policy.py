@@ -8,6 +8,7 @@ from agentflow_tool_sandbox.egress_policy import (
     DENIED_IP_LITERAL,
     DENIED_PORT,
     HostPort,
+    address_allowed,
     allow_list,
     decide,
     normalize_host,
@@ -48,6 +49,36 @@ def test_allow_list_is_normalised() -> None:
 )
 def test_decide(host: str, port: int, reason: str) -> None:
     assert decide(ALLOW, host, port).reason == reason
+
+
+@pytest.mark.parametrize(
+    ("address", "port", "allowed"),
+    [
+        ("93.184.216.34", 443, True),  # a public address behind an allowed name
+        ("2606:2800:220:1:248:1893:25c8:1946", 443, True),
+        ("::ffff:93.184.216.34", 443, True),
+        ("127.0.0.1", 8080, True),  # internal, but that literal is listed for the port
+        ("::1", 8443, True),
+        ("127.0.0.1", 443, False),  # listed, but not for this port
+        ("127.0.0.2", 8080, False),  # loopback
+        ("::ffff:127.0.0.1", 443, False),
+        ("169.254.169.254", 80, False),  # link-local: cloud metadata
+        ("fe80::1%eth0", 443, False),
+        ("10.0.0.7", 443, False),  # private
+        ("192.168.1.1", 443, False),
+        ("fd00::1", 443, False),
+        ("100.64.0.1", 443, False),  # shared (carrier-grade NAT)
+        ("0.0.0.0", 443, False),  # unspecified
+        ("::", 443, False),
+        ("224.0.0.1", 443, False),  # multicast
+        ("ff02::1", 443, False),
+        ("240.0.0.1", 443, False),  # reserved
+        ("192.0.2.1", 443, False),  # documentation
+        ("not an address", 443, False),
+    ],
+)
+def test_resolved_addresses_must_be_public_unless_listed(address: str, port: int, allowed: bool) -> None:
+    assert address_allowed(ALLOW, address, port) is allowed
 
 
 def test_nothing_is_allowed_by_an_empty_list() -> None:
