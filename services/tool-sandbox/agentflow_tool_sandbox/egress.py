@@ -6,9 +6,11 @@ socket is that execution, so every attempt is attributed to its tool, tenant, ru
 credential inside the sandbox.
 
 A connection carries one request: `CONNECT host:port` (tunnels, e.g. HTTPS) or a plain-HTTP absolute-form
-request. The destination is checked against the session's allow-list first (exact host, exact port, IP
-literals only when listed; see `egress_policy`), and only then resolved and connected. Every attempt,
-allowed or not, is logged and audited as `tool.egress` (outcome `ok`, `denied` or `failed`) and counted.
+request (its head and body forwarded, nothing after them: `egress_body`). The destination is checked
+against the session's allow-list first (exact host, exact port, IP literals only when listed; see
+`egress_policy`), and only then resolved; each resolved address is checked again (internal ones only when
+their literal is listed) and connected. Every attempt, allowed or not, is logged and audited as
+`tool.egress` (outcome `ok`, `denied` or `failed`) and counted.
 
 A sandbox without a network (bubblewrap `--unshare-net`) reaches the socket through `SandboxEgress`: the
 session's directory is bind-mounted into the sandbox and `egress_forward.py` runs first inside it, listening
@@ -36,6 +38,7 @@ from agentflow_runtime.audit import AuditSink
 from prometheus_client import Counter
 
 from agentflow_tool_sandbox.call_metrics import SANDBOX_DENIALS
+from agentflow_tool_sandbox.egress_body import forward_body
 from agentflow_tool_sandbox.egress_policy import (
     ALLOWED,
     DENIED_ADDRESS,
@@ -353,9 +356,17 @@ class EgressProxy:
         if request.tunnel:
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             await writer.drain()
-        else:
-            up_writer.write(request.upstream_head)
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            return
+        # Plain HTTP: this one request's head and body go up, nothing after them (a pipelined request
+        # would reach the upstream unchecked); the response comes back until the upstream closes.
+        up_writer.write(request.upstream_head)
+        body = asyncio.ensure_future(_send_body(request, reader, up_writer))
+        try:
+            await _pipe(up_reader, writer)
+        finally:
+            body.cancel()
+            await asyncio.gather(body, return_exceptions=True)
 
     def _record(self, grant: EgressGrant, outcome: str, details: dict[str, Any]) -> None:
         details = {"run": grant.run, "step_id": grant.step_id, **details}
@@ -391,6 +402,19 @@ def _usable_rules(tool_id: str, rules: Sequence[EgressRule]) -> frozenset[HostPo
         except ValueError as exc:
             log.error("egress rule ignored", extra={"fields": {"tool": tool_id, "problem": str(exc)}})
     return frozenset(allowed)
+
+
+async def _send_body(
+    request: ProxyRequest, reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter
+) -> None:
+    """Forward the request's body; a malformed or short one aborts the upstream connection."""
+    try:
+        await forward_body(request, reader, up_writer)
+    except (BadRequest, asyncio.IncompleteReadError) as exc:
+        log.warning("egress request body refused", extra={"fields": {"problem": str(exc)}})
+        up_writer.close()
+    except (ConnectionError, OSError):
+        up_writer.close()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

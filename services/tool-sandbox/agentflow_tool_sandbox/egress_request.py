@@ -1,5 +1,6 @@
 """The one request a client sends the egress proxy: `CONNECT host:port`, or a plain-HTTP absolute-form
-request (`GET http://host:port/path HTTP/1.1`), parsed from its head. Pure logic, no sockets."""
+request (`GET http://host:port/path HTTP/1.1`), parsed from its head, with how its body is framed
+(`Content-Length` or chunked; ambiguous framing is refused). Pure logic, no sockets."""
 
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ class ProxyRequest:
     port: int
     upstream_head: bytes = b""
     """Empty for CONNECT (a tunnel); else the request rewritten to origin form with `Connection: close`."""
+    body_length: int = 0
+    """Plain HTTP: the bytes of body after the head (`Content-Length`); only these are forwarded."""
+    chunked: bool = False
+    """Plain HTTP: the body is chunked (forwarded chunk by chunk up to its last chunk, nothing after)."""
 
     @property
     def tunnel(self) -> bool:
@@ -74,7 +79,35 @@ def parse_head(head: bytes) -> ProxyRequest:
     kept = [("Host", url.netloc)]
     kept += [(name, value) for name, value in headers if name.lower() not in _HOP_BY_HOP | {"host"}]
     out = [f"{method} {path} {version}", *(f"{name}: {value}" for name, value in kept), "Connection: close"]
-    return ProxyRequest(method, host, port, ("\r\n".join(out) + "\r\n\r\n").encode("latin-1"))
+    length, chunked = body_framing(headers)
+    head_out = ("\r\n".join(out) + "\r\n\r\n").encode("latin-1")
+    return ProxyRequest(method, host, port, head_out, body_length=length, chunked=chunked)
+
+
+def body_framing(headers: list[tuple[str, str]]) -> tuple[int, bool]:
+    """(Content-Length, chunked) of a request body; raises BadRequest on framing two parsers could read
+    differently (both headers, a coding other than a final `chunked`, conflicting or invalid lengths)."""
+    codings = [
+        coding.strip().lower()
+        for name, value in headers
+        if name.lower() == "transfer-encoding"
+        for coding in value.split(",")
+    ]
+    lengths = {value.strip() for name, value in headers if name.lower() == "content-length"}
+    if codings:
+        if lengths:
+            raise BadRequest("a request with both Transfer-Encoding and Content-Length is ambiguous")
+        if codings != ["chunked"]:
+            raise BadRequest("the only Transfer-Encoding forwarded is `chunked`")
+        return 0, True
+    if not lengths:
+        return 0, False
+    if len(lengths) > 1:
+        raise BadRequest("conflicting Content-Length headers")
+    (length,) = lengths
+    if not length.isdigit() or len(length) > 18:
+        raise BadRequest("Content-Length is not a number of bytes")
+    return int(length), False
 
 
 def split_authority(authority: str, *, default_port: int | None) -> tuple[str, int]:

@@ -81,6 +81,41 @@ async def origin() -> AsyncIterator[int]:
     await server.wait_closed()
 
 
+@dataclass
+class Recorder:
+    """An origin that reads one request (head and body, by its framing), answers, then keeps reading until
+    the proxy closes the connection: `received` gets what came after the request (b"" when nothing)."""
+
+    port: int
+    requests: asyncio.Queue[tuple[bytes, bytes, bytes]]
+
+
+@pytest.fixture
+async def recording_origin() -> AsyncIterator[Recorder]:
+    requests: asyncio.Queue[tuple[bytes, bytes, bytes]] = asyncio.Queue()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lowered = head.lower()
+        body = b""
+        if b"\r\ncontent-length: " in lowered:
+            body = await reader.readexactly(int(lowered.split(b"content-length: ")[1].split(b"\r\n")[0]))
+        elif b"\r\ntransfer-encoding: chunked" in lowered:
+            body = await reader.readuntil(b"0\r\n\r\n")
+        answer = b"one request"
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
+        await writer.drain()
+        writer.write_eof()
+        after = await reader.read()  # until the proxy closes: whatever else it forwarded
+        await requests.put((head, body, after))
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    yield Recorder(server.sockets[0].getsockname()[1], requests)
+    server.close()
+    await server.wait_closed()
+
+
 @pytest.fixture
 def audit() -> RecordingAudit:
     return RecordingAudit()
@@ -195,6 +230,61 @@ async def test_other_destinations_are_refused_and_audited(
     [event] = audit.events
     assert (event.action, event.outcome, event.details["reason"]) == ("tool.egress", "denied", reason)
     assert f"{event.details['host']}:{event.details['port']}" == target
+
+
+SMUGGLED = b"GET /admin HTTP/1.1\r\nHost: internal.example\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "body_seen"),
+    [
+        (b"GET http://127.0.0.1:{port}/first HTTP/1.1\r\nHost: x\r\n\r\n", b""),
+        (b"POST http://127.0.0.1:{port}/form HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", b"hello"),
+        (
+            b"POST http://127.0.0.1:{port}/up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5;ext=1\r\nhello\r\n06\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",  # re-framed: no extension, no trailer
+        ),
+    ],
+)
+async def test_a_pipelined_second_request_never_reaches_the_upstream(
+    recording_origin: Recorder, audit: RecordingAudit, request_bytes: bytes, body_seen: bytes
+) -> None:
+    """Plain HTTP: the proxy forwards the one request it checked (head and body by their framing) and
+    nothing the tool sends after it, such as a second request for another virtual host."""
+    port = recording_origin.port
+    first = request_bytes.replace(b"{port}", b"%d" % port)
+    async with EgressProxy(audit).session(grant(port)) as session:
+        reply = await ask(session, first + SMUGGLED)
+        head, body, after = await asyncio.wait_for(recording_origin.requests.get(), SAFETY_TIMEOUT)
+    assert reply.startswith(b"HTTP/1.1 200 OK") and reply.endswith(b"one request")
+    assert head.startswith(first.split(b" ", 1)[0] + b" /") and b"Host: 127.0.0.1:%d\r\n" % port in head
+    assert body == body_seen
+    assert after == b""  # the smuggled request was never forwarded
+    assert b"internal.example" not in head + body + after
+    assert [event.outcome for event in audit.events] == ["ok"]
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+        b"Transfer-Encoding: gzip\r\n",
+        b"Content-Length: 5\r\nContent-Length: 6\r\n",
+        b"Content-Length: -1\r\n",
+    ],
+)
+async def test_a_body_two_parsers_could_read_differently_is_refused(
+    recording_origin: Recorder, audit: RecordingAudit, framing: bytes
+) -> None:
+    port = recording_origin.port
+    head = b"POST http://127.0.0.1:%d/x HTTP/1.1\r\n%s\r\n" % (port, framing)
+    async with EgressProxy(audit).session(grant(port)) as session:
+        reply = await ask(session, head + b"hello" + SMUGGLED)
+    assert reply.startswith(b"HTTP/1.1 400 Bad Request")
+    [event] = audit.events
+    assert (event.outcome, event.details["reason"]) == ("denied", "bad_request")
+    assert recording_origin.requests.empty()  # nothing was connected
 
 
 async def test_a_request_that_is_not_a_proxy_request_is_refused(audit: RecordingAudit) -> None:

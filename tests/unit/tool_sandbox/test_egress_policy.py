@@ -146,6 +146,26 @@ def test_bad_requests(head: bytes) -> None:
         parse_head(head)
 
 
+def test_the_body_framing_is_read_from_the_head() -> None:
+    def framing(headers: bytes) -> tuple[int, bool]:
+        request = parse_head(b"POST http://h/x HTTP/1.1\r\n" + headers + b"\r\n")
+        return request.body_length, request.chunked
+
+    assert framing(b"") == (0, False)
+    assert framing(b"Content-Length: 12\r\n") == (12, False)
+    assert framing(b"Content-Length: 12\r\ncontent-length: 12\r\n") == (12, False)  # the same value twice
+    assert framing(b"Transfer-Encoding: Chunked\r\n") == (0, True)
+    for ambiguous in (
+        b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+        b"Transfer-Encoding: gzip, chunked\r\n",
+        b"Transfer-Encoding: chunked, identity\r\n",
+        b"Content-Length: 1\r\nContent-Length: 2\r\n",
+        b"Content-Length: 0x10\r\n",
+    ):
+        with pytest.raises(BadRequest):
+            framing(ambiguous)
+
+
 def test_split_authority() -> None:
     assert split_authority("[::1]:443", default_port=None) == ("::1", 443)
     assert split_authority("example.com", default_port=80) == ("example.com", 80)
