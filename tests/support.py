@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,8 +16,15 @@ from agentflow_cli.supervisor import Mesh
 from agentflow_runtime.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
+MESH_ENV = {
+    "AF_MCP_API_ALLOWED_HOSTS": json.dumps(["127.0.0.1"]),
+    "AF_SANDBOX_API_PATH_ROOTS": json.dumps([str(REPO / "tests" / "mcp_servers")]),
+}
+"""What the test mesh's operator allows API registrations: MCP servers on 127.0.0.1 (the tests' demo
+servers), and the demo stdio server's script directory."""
 
 __all__ = [
+    "MESH_ENV",
     "REPO",
     "mesh_settings",
     "postgres_available",
@@ -45,7 +53,7 @@ def mesh_settings(data_dir: Path, database_url: str | None = None) -> tuple[Sett
 @contextmanager
 def running_mesh(data_dir: Path, database_url: str | None = None) -> Iterator[tuple[Settings, Mesh]]:
     """Start all seven services as real processes with mTLS; stop them afterwards."""
-    with localmesh.running_mesh(data_dir, REPO / "catalog", database_url) as running:
+    with localmesh.running_mesh(data_dir, REPO / "catalog", database_url, extra_env=MESH_ENV) as running:
         yield running
 
 

@@ -7,7 +7,7 @@ caller gets: both take the overrides first and everything else from the same pro
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -46,10 +46,16 @@ def isolated_settings(
 
 @contextmanager
 def running_mesh(
-    data_dir: Path, catalog_dir: Path, database_url: str | None = None, timeout: float = 120.0
+    data_dir: Path,
+    catalog_dir: Path,
+    database_url: str | None = None,
+    timeout: float = 120.0,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[Settings, Mesh]]:
-    """All seven services as real processes with mTLS, ready (every health check SERVING); stopped after."""
+    """All seven services as real processes with mTLS, ready (every health check SERVING); stopped after.
+    `extra_env` adds settings for the services only (e.g. what the operator delegates)."""
     settings, env = isolated_settings(data_dir, catalog_dir, database_url)
+    env.update(extra_env or {})
     mesh = Mesh(settings, env=env)
     asyncio.run(mesh.up(timeout=timeout))
     try:

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     sandbox_api_env: list[str] = Field(
         default_factory=list, description="host variables API-registered tools may be granted"
     )
+    mcp_api_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts (`host` or `host:port`) API-registered HTTP MCP servers may be on although they"
+        " are loopback, link-local, private or otherwise not public",
+    )
     tracing: bool = Field(True, description="OpenTelemetry spans on every RPC (server and client)")
 
     @classmethod

@@ -1,20 +1,35 @@
 """MCP servers written with the SDK, registered through the REST edge; their tools run from workflows.
 
 Real processes throughout: the mesh, an HTTP MCP server, and a stdio MCP server started by the tool-sandbox.
+The shared mesh's operator lets API registrations use 127.0.0.1 and the demo script's directory
+(`tests.support.MESH_ENV`); a small mesh of its own shows that by default they cannot.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import httpx
 import orjson
 import pytest
+from agentflow.tools.v1 import mcp_pb2, mcp_pb2_grpc
+from agentflow_cli import health
+from agentflow_cli.localmesh import isolated_settings
+from agentflow_cli.supervisor import Mesh
+from agentflow_runtime.certs import CLIENT_IDENTITY, init_dev_certs
+from agentflow_runtime.clients import Channels
+from agentflow_runtime.context import PRINCIPAL_KEY, ROLE_KEY, TENANT_KEY
+from agentflow_runtime.errors import from_status
+from agentflow_runtime.settings import SERVICES, Settings
+from grpc_status import rpc_status
 
-from tests.mcp_servers.running import HttpDemoServer, stdio_command
+from tests.mcp_servers.running import HttpDemoServer, free_port, stdio_command
+from tests.support import REPO
 
 WAIT = 90.0
 GRANT = {"roles": ["developer", "admin"]}
@@ -183,3 +198,104 @@ def test_killed_server_opens_the_breaker_and_a_restart_recovers(edge: str, token
         assert got["circuitState"] == "CIRCUIT_STATE_CLOSED"
     finally:
         server.kill()
+
+
+def violations(reply: httpx.Response) -> dict[str, str]:
+    details: list[dict[str, Any]] = reply.json()["details"]
+    return {v["field"]: v["description"] for d in details for v in d.get("fieldViolations", [])}
+
+
+def refused(edge: str, token: str, body: dict[str, Any]) -> dict[str, str]:
+    """Register `body`; it must be refused (400), and nothing stored. Its field violations."""
+    server_id = unique("refused")
+    reply = httpx.post(
+        f"{edge}/v1/mcpServers", params={"mcpServerId": server_id}, headers=auth(token), json=body, timeout=60
+    )
+    assert reply.status_code == 400, reply.text
+    gone = httpx.get(f"{edge}/v1/mcpServers/{server_id}", headers=auth(token), timeout=30)
+    assert gone.status_code == 404, gone.text
+    return violations(reply)
+
+
+def test_a_registration_gets_no_secret_host_path_or_address_unless_the_operator_allows_it(
+    edge: str, token: str, settings: Settings
+) -> None:
+    """Only 127.0.0.1 and the demo script's directory are allowed in this mesh (tests.support.MESH_ENV)."""
+    secrets = refused(
+        edge,
+        token,
+        {"http": {"url": "https://mcp.example.com/mcp", "headersFromEnv": {"X": "AF_JWT_SECRET"}}},
+    )
+    assert secrets == {
+        "mcp_server.http.headers_from_env.X": "`AF_*` variables configure the service and are never passed"
+    }
+    for url in (
+        "http://169.254.169.254/latest/meta-data/",
+        f"http://localhost:{free_port()}/mcp",
+        f"http://127.0.0.2:{free_port()}/mcp",
+        "http://[::1]/mcp",
+    ):
+        (problem,) = refused(edge, token, {"http": {"url": url}}).items()
+        assert problem[0] == "mcp_server.http.url"
+        assert "is not reachable for API-registered servers" in problem[1], problem
+    data_file = next(p for p in settings.data_dir.rglob("*") if p.is_file())
+    stdio = {"command": ["{python}", "-c", "print(1)", str(data_file)], "passEnv": ["HOME"]}
+    assert set(refused(edge, token, {"stdio": stdio})) == {
+        "mcp_server.stdio.command[3]",
+        "mcp_server.stdio.pass_env[0]",
+    }
+
+
+@pytest.fixture(scope="module")
+def default_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """audit + tool-sandbox as real processes, configured as shipped: nothing allowed to API servers."""
+    data_dir = tmp_path_factory.mktemp("mcp-default-mesh")
+    settings, env = isolated_settings(data_dir, REPO / "catalog")
+    mesh = Mesh(settings, env=env)
+    init_dev_certs(settings.certs, [*SERVICES, CLIENT_IDENTITY])
+    try:
+        for name in ("audit", "tool-sandbox"):
+            mesh.start_service(name)
+        statuses = asyncio.run(health.wait_serving(settings, ["audit", "tool-sandbox"], WAIT))
+        assert set(statuses.values()) == {"SERVING"}, f"{statuses}; logs in {mesh.log_dir}"
+        yield settings
+    finally:
+        mesh.down()
+
+
+def test_without_the_operators_allowance_a_loopback_server_is_refused(
+    default_sandbox: Settings, http_server: HttpDemoServer
+) -> None:
+    metadata = ((TENANT_KEY, "acme"), (PRINCIPAL_KEY, "mallory"), (ROLE_KEY, "developer"))
+
+    async def create(server: mcp_pb2.McpServer) -> grpc.aio.AioRpcError:
+        channels = Channels(default_sandbox, "gateway")
+        try:
+            stub = mcp_pb2_grpc.McpServerServiceStub(channels.get("tool-sandbox"))
+            request = mcp_pb2.CreateMcpServerRequest(mcp_server_id=unique("local"), mcp_server=server)
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await stub.CreateMcpServer(request, metadata=metadata, timeout=60)
+            listed = await stub.ListMcpServers(mcp_pb2.ListMcpServersRequest(), metadata=metadata, timeout=30)
+            assert list(listed.mcp_servers) == []
+            return failed.value
+        finally:
+            await channels.close()
+
+    error = asyncio.run(create(mcp_pb2.McpServer(http=mcp_pb2.McpHttpTransport(url=http_server.url))))
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    (violation,) = violations_of(error)
+    assert violation == (
+        "mcp_server.http.url",
+        f"127.0.0.1:{http_server.port} is not reachable for API-registered servers: "
+        "127.0.0.1 is a loopback address",
+    )
+    stdio = mcp_pb2.McpStdioTransport(command=stdio_command())  # its directory is not delegated here
+    error = asyncio.run(create(mcp_pb2.McpServer(stdio=stdio)))
+    assert [f for f, _ in violations_of(error)] == ["mcp_server.stdio.command[1]"]
+
+
+def violations_of(error: Any) -> list[tuple[str, str]]:
+    """The field violations in a failed gRPC call's google.rpc.Status."""
+    status = rpc_status.from_call(error)
+    assert status is not None
+    return from_status(status).violations

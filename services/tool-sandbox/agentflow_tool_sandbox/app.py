@@ -19,6 +19,8 @@ from agentflow_tool_sandbox.executor import UNSAFE_WARNING, ProcessBackendConfig
 from agentflow_tool_sandbox.mcp import store as mcp_store
 from agentflow_tool_sandbox.mcp.bridge_servicer import McpBridgeServicer
 from agentflow_tool_sandbox.mcp.catalog import load_servers
+from agentflow_tool_sandbox.mcp.destinations import AllowedHosts
+from agentflow_tool_sandbox.mcp.policy import ServerPolicy
 from agentflow_tool_sandbox.mcp.servers import McpServers
 from agentflow_tool_sandbox.mcp.servicer import McpServerServicer
 from agentflow_tool_sandbox.mcp.stdio_launch import LaunchConfig
@@ -54,6 +56,11 @@ class ToolSandboxService:
         catalog = load_catalog(self._settings.catalog_dir / "tools")
         log.info("loaded tool catalog", extra={"fields": {"tools": [t.tool_id for t in catalog]}})
         mcp_catalog = load_servers(self._settings.catalog_dir / "mcp")
+        # What API-registered tools and MCP servers may use of this host: one delegation for both.
+        delegation = Delegation(
+            path_roots=tuple(self._settings.sandbox_api_path_roots), env=tuple(self._settings.sandbox_api_env)
+        )
+        allowed_hosts = AllowedHosts.parse(self._settings.mcp_api_allowed_hosts)
         await self._db.create_all(metadata)
         await self._db.create_all(mcp_store.metadata)
         # The allow-listing egress proxy: the only network a sandboxed tool gets (see egress.py).
@@ -63,10 +70,8 @@ class ToolSandboxService:
             runtime.not_serving.add(tools_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name)
         sandbox = runner if isinstance(runner, BwrapRunner) else None  # stdio MCP servers run sandboxed too
         launch = LaunchConfig(scratch_root=self._settings.data_dir / "mcp-scratch", sandbox=sandbox)
-        mcp = self._mcp = McpServers(mcp_store.McpStore(self._db.engine), mcp_catalog, launch)
-        delegation = Delegation(
-            path_roots=tuple(self._settings.sandbox_api_path_roots), env=tuple(self._settings.sandbox_api_env)
-        )
+        policy = ServerPolicy(delegation=delegation, allowed_hosts=allowed_hosts)
+        mcp = self._mcp = McpServers(mcp_store.McpStore(self._db.engine), mcp_catalog, launch, policy=policy)
         registry = Registry(ToolStore(self._db.engine), catalog, imported=mcp, delegation=delegation)
         executions = self._executions = Executions(runner, ExecutionStore(self._db.engine), mcp=mcp)
         tools = ToolServicer(registry, executions, runtime.audit)

@@ -39,8 +39,11 @@ SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", 
 
 @dataclass(frozen=True)
 class Delegation:
-    """What the operator lets API-registered tools ask for (catalog tools, the operator's own, may ask
-    for any valid path or variable): host paths below `path_roots`, variables named in `env`."""
+    """What the operator lets API-registered tools and MCP servers ask for (catalog ones, the operator's own,
+    may ask for any valid path or variable): host paths below `path_roots`, variables named in `env`.
+
+    The one rule for both: `path_problem` and `env_problem` below (`AF_SANDBOX_API_PATH_ROOTS`,
+    `AF_SANDBOX_API_ENV`)."""
 
     path_roots: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
@@ -101,21 +104,27 @@ def validate_permissions(
     for name, writable in (("read_only_paths", False), ("writable_paths", True)):
         paths: Sequence[str] = getattr(permissions, name)
         for index, value in enumerate(paths):
-            problem = _path_problem(value, writable=writable, delegation=delegation)
+            problem = path_problem(value, writable=writable, delegation=delegation)
             if problem is not None:
                 problems.append((f"{path}.{name}[{index}]", problem))
     problems.extend(_overlap_problems(permissions, path))
     for index, name in enumerate(permissions.env):
-        where = f"{path}.env[{index}]"
-        if not ENV_NAME_PATTERN.fullmatch(name):
-            problems.append((where, "not a valid environment variable name"))
-        elif name.upper().startswith(RESERVED_ENV_PREFIX):
-            problems.append(
-                (where, f"`{RESERVED_ENV_PREFIX}*` variables configure the service and are never passed")
-            )
-        elif delegation is not None and name not in delegation.env:
-            problems.append((where, "not a variable the operator lets API-registered tools receive"))
+        env = env_problem(name, delegation)
+        if env is not None:
+            problems.append((f"{path}.env[{index}]", env))
     return problems
+
+
+def env_problem(name: str, delegation: Delegation | None) -> str | None:
+    """Why the service's variable `name` may not be handed over (to a tool, or to an MCP server as a
+    variable or a header); None when it may. `delegation` None = any but `AF_*` (catalog entries)."""
+    if not ENV_NAME_PATTERN.fullmatch(name):
+        return "not a valid environment variable name"
+    if name.upper().startswith(RESERVED_ENV_PREFIX):
+        return f"`{RESERVED_ENV_PREFIX}*` variables configure the service and are never passed"
+    if delegation is not None and name not in delegation.env:
+        return "not a variable the operator lets API-registered tools and MCP servers receive"
+    return None
 
 
 def valid_host(host: str) -> bool:
@@ -129,7 +138,9 @@ def valid_host(host: str) -> bool:
     return 0 < len(name) <= 253 and all(HOST_LABEL.fullmatch(label) for label in name.split("."))
 
 
-def _path_problem(value: str, *, writable: bool, delegation: Delegation | None) -> str | None:
+def path_problem(value: str, *, writable: bool, delegation: Delegation | None) -> str | None:
+    """Why host path `value` may not be bound into a sandbox (read-only, or `writable`); None when it may.
+    `delegation` None = any valid path (catalog entries)."""
     if not value.startswith("/"):
         return "must be an absolute path"
     if "\0" in value or any(part in (".", "..") for part in value.split("/")):
@@ -143,7 +154,7 @@ def _path_problem(value: str, *, writable: bool, delegation: Delegation | None) 
     if writable and _below(value, SYSTEM_PATHS):
         return "system paths are never writable"
     if delegation is not None and not _below(value, delegation.path_roots):
-        return "not below a path the operator lets API-registered tools use"
+        return "not below a path the operator lets API-registered tools and MCP servers use"
     return None
 
 

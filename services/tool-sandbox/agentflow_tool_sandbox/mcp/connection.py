@@ -23,6 +23,7 @@ from mcp.shared.session import RequestResponder
 
 from agentflow_tool_sandbox.mcp import stdio_launch
 from agentflow_tool_sandbox.mcp.model import ServerSpec
+from agentflow_tool_sandbox.mcp.policy import ServerPolicy
 from agentflow_tool_sandbox.mcp.transports import open_transport
 
 log = logging.getLogger("agentflow.tool_sandbox.mcp")
@@ -45,10 +46,15 @@ class ServerConnection:
     """An initialized ClientSession with one server; `on_tools_changed` runs on `tools/list_changed`."""
 
     def __init__(
-        self, spec: ServerSpec, launch: stdio_launch.LaunchConfig, on_tools_changed: Callable[[], None]
+        self,
+        spec: ServerSpec,
+        launch: stdio_launch.LaunchConfig,
+        on_tools_changed: Callable[[], None],
+        policy: ServerPolicy | None = None,
     ) -> None:
         self.spec = spec
         self._launch = launch
+        self._policy = policy or ServerPolicy()
         self._on_tools_changed = on_tools_changed
         self._session: ClientSession | None = None
         self._ready = asyncio.Event()
@@ -136,7 +142,7 @@ class ServerConnection:
     async def _main(self) -> None:
         try:
             async with (
-                open_transport(self.spec, self._launch) as streams,
+                open_transport(self.spec, self._launch, self._policy) as streams,
                 ClientSession(
                     streams.read,
                     streams.write,

@@ -43,8 +43,9 @@ def spec_to_document(spec: ServerSpec) -> dict[str, Any]:
 
 
 def spec_from_document(document: dict[str, Any], server_id: str) -> ServerSpec:
-    """The registration a stored document holds (it was valid when stored)."""
-    spec, problems = parse_server(document, server_id=server_id)
+    """The registration a stored document holds (it was valid when stored; variable names that were allowed
+    then are refused when connecting)."""
+    spec, problems = parse_server(document, server_id=server_id, check_env_names=False)
     if spec is None:
         raise ValueError(f"stored MCP server {server_id!r} is no longer valid: {problems}")
     return spec

@@ -22,7 +22,7 @@ from agentflow_tool_sandbox.mcp.model import (
 )
 from agentflow_tool_sandbox.mcp.naming import MAX_SERVER_ID, valid_server_id
 from agentflow_tool_sandbox.spec import ORIGIN_API, ToolAccess
-from agentflow_tool_sandbox.validation import Violation
+from agentflow_tool_sandbox.validation import Violation, env_problem
 
 ROLES = frozenset({"viewer", "developer", "admin"})
 SERVER_DIR_PLACEHOLDER = "{server_dir}"
@@ -36,12 +36,19 @@ _IGNORED = frozenset(
 
 
 def parse_server(
-    document: Any, *, server_id: str | None = None, server_dir: Path | None = None, origin: str = ORIGIN_API
+    document: Any,
+    *,
+    server_id: str | None = None,
+    server_dir: Path | None = None,
+    origin: str = ORIGIN_API,
+    check_env_names: bool = True,
 ) -> tuple[ServerSpec | None, list[Violation]]:
     """The server a mapping describes (None when it has problems) and every problem found.
 
     `server_id` overrides the mapping's `id` (the API passes it separately); `server_dir` expands
-    `{server_dir}` in a stdio command (catalog files).
+    `{server_dir}` in a stdio command (catalog files). The variables `pass_env` and `headers_from_env` name
+    must be valid and never `AF_*` (the service's own configuration, its secrets); `check_env_names` False
+    only for registrations stored before that was checked (connecting refuses them: `policy`, `transports`).
     """
     if not isinstance(document, Mapping):
         return None, [("", "must be a mapping of MCP server fields")]
@@ -63,6 +70,8 @@ def parse_server(
         problems.append(("description", "must be a string"))
         description = ""
     transport = _transport(document, server_dir, problems)
+    if transport is not None and check_env_names:
+        problems.extend(_env_name_problems(transport))
     timeout = _number(
         document, "timeout_seconds", DEFAULT_TIMEOUT_SECONDS, 0.0, MAX_TIMEOUT_SECONDS, problems
     )
@@ -128,6 +137,16 @@ def _http(raw: Any, problems: list[Violation]) -> HttpTransport | None:
     headers = _string_map(raw.get("headers") or {}, "http.headers", problems)
     from_env = _string_map(raw.get("headers_from_env") or {}, "http.headers_from_env", problems)
     return HttpTransport(url=url, headers=headers, headers_from_env=from_env)
+
+
+def _env_name_problems(transport: Transport) -> list[Violation]:
+    """Variables of the service a registration may never have, whoever registers it (`AF_*`)."""
+    if isinstance(transport, StdioTransport):
+        named = [(f"stdio.pass_env[{i}]", n) for i, n in enumerate(transport.pass_env)]
+    else:
+        named = [(f"http.headers_from_env.{h}", n) for h, n in transport.headers_from_env.items()]
+    found = [(where, env_problem(name, None)) for where, name in named]
+    return [(where, problem) for where, problem in found if problem is not None]
 
 
 def _retry(raw: Any, problems: list[Violation]) -> RetryPolicy:

@@ -4,6 +4,8 @@
 - Import: connect, `tools/list` (all pages), give each remote tool a stable id (`naming`), store the list.
   Done at registration, at start (in the background), on `notifications/tools/list_changed`, after a
   reconnect, and on SyncMcpServer.
+- Policy: API-registered servers get only what the operator delegates (`policy`): checked at registration
+  (InvalidArgument with field violations, nothing stored) and before every connection (refused, not retried).
 - Calls: the server's circuit breaker first (open → UNAVAILABLE `MCP_CIRCUIT_OPEN`, nothing sent), then
   attempts with backoff while the server cannot be reached, each within the server's timeout. A call that
   reached the server is never repeated (it may have acted). Connection failures and timeouts count against
@@ -31,6 +33,7 @@ from agentflow_tool_sandbox.mcp import naming
 from agentflow_tool_sandbox.mcp.connection import ConnectionLost, ServerConnection
 from agentflow_tool_sandbox.mcp.documents import spec_from_document, spec_to_document
 from agentflow_tool_sandbox.mcp.model import ServerSpec
+from agentflow_tool_sandbox.mcp.policy import ServerPolicy
 from agentflow_tool_sandbox.mcp.results import result_events
 from agentflow_tool_sandbox.mcp.stdio_launch import LaunchConfig
 from agentflow_tool_sandbox.mcp.store import ImportedTool, McpStore, StoredServer, now
@@ -66,8 +69,10 @@ class McpServers:
         launch: LaunchConfig,
         *,
         loaded: datetime | None = None,
+        policy: ServerPolicy | None = None,
     ) -> None:
         loaded = loaded or now()
+        self.policy = policy or ServerPolicy()
         self.store = store
         self.catalog = {
             s.server_id: replace(s, tenant="", create_time=s.create_time or loaded) for s in catalog
@@ -103,8 +108,10 @@ class McpServers:
         merged = {**{s.server_id: s for s in own}, **self.catalog}
         return [merged[k] for k in sorted(merged)]
 
-    async def register(self, tenant: str, spec: ServerSpec) -> ServerSpec:
-        """Store an API registration and import its tools (a failure to connect is recorded, not raised)."""
+    async def register(self, tenant: str, spec: ServerSpec, *, prefix: str = "mcp_server.") -> ServerSpec:
+        """Store an API registration and import its tools (a failure to connect is recorded, not raised).
+
+        InvalidArgument lists what the policy refuses (fields under `prefix`); nothing is stored then."""
         if spec.server_id in self.catalog:
             raise AlreadyExists(
                 f"{spec.name} is a catalog MCP server",
@@ -112,6 +119,12 @@ class McpServers:
                 metadata={"server": spec.server_id, "origin": "catalog"},
             )
         spec = replace(spec, tenant=tenant, origin=ORIGIN_API, create_time=now())
+        refused = await self.policy.check(spec)
+        if refused:
+            raise InvalidArgument(
+                "the MCP server asks for what the operator does not let API-registered servers use",
+                violations=[(prefix + f, d) for f, d in refused],
+            )
         stored = StoredServer(tenant, spec.server_id, spec_to_document(spec), spec.create_time or now())
         if not await self.store.insert_server(stored):
             raise AlreadyExists(
@@ -301,7 +314,7 @@ class McpServers:
                 connection = await self._connection(spec)
                 return await connection.request(call, timeout)
             except ConnectionLost as exc:
-                if exc.delivered or attempt >= spec.retry.max_attempts:
+                if exc.delivered or isinstance(exc, Refused) or attempt >= spec.retry.max_attempts:
                     raise
                 await asyncio.sleep(spec.retry.backoff(attempt))
         raise AssertionError("unreachable")
@@ -316,7 +329,12 @@ class McpServers:
             if connection is not None:
                 self._connections.pop(spec.key, None)
                 await connection.close()
-            connection = ServerConnection(spec, self.launch, lambda: self._tools_changed(spec))
+            refused = await self.policy.check(spec)
+            if refused:
+                message = "; ".join(f"{f}: {d}" for f, d in refused)
+                self._fail(spec, f"refused by the operator's policy: {message}")
+                raise Refused(f"refused by the operator's policy: {message}")
+            connection = ServerConnection(spec, self.launch, lambda: self._tools_changed(spec), self.policy)
             try:
                 await connection.open(min(spec.timeout_seconds, CONNECT_TIMEOUT))
             except ConnectionLost as exc:
@@ -386,6 +404,14 @@ class McpServers:
         connections = list(self._connections.values())
         self._connections.clear()
         await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
+
+
+class Refused(ConnectionLost):
+    """The server may not be connected (the policy refuses what it asks for); nothing was sent, and trying
+    again would not help."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, delivered=False)
 
 
 async def _list_all(session: ClientSession) -> list[types.Tool]:

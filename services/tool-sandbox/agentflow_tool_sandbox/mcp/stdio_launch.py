@@ -4,7 +4,9 @@ With the bubblewrap backend (`LaunchConfig.sandbox`, the default in the service)
 sandbox like a tool call (`BwrapRunner.spawn`): no network, read-only system, a tmpfs workdir, no
 capabilities, an unprivileged uid, rlimits (address space, processes, file size; no CPU-time limit: the server
 is long-lived). Besides the Python runtime it may read only the directories of the files its command names
-(its script). If the sandbox cannot isolate, the server is not started (fail closed).
+(its script); for an API-registered server each of them must pass the operator's delegation (`readable`,
+from `policy`), or the server is not started. If the sandbox cannot isolate, the server is not started
+(fail closed).
 
 Without it (the unsafe development backend, or unit tests): a plain child process in its own session with a
 cleared environment, a scratch working directory and the same rlimits.
@@ -22,7 +24,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,13 @@ PYTHON_PLACEHOLDER = "{python}"
 BASE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 STREAM_LIMIT = 32 * 1024 * 1024
 """Longest line (one JSON-RPC message) read from the server."""
+
+ReadableCheck = Callable[[str], "str | None"]
+"""Why a path named in the command may not be made readable (its directory); None when it may."""
+
+
+class LaunchRefused(Exception):
+    """The command names a file whose directory the server may not read: nothing was started."""
 
 
 @dataclass(frozen=True)
@@ -82,14 +91,25 @@ class LaunchedServer:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-async def launch(config: LaunchConfig, command: Sequence[str], env: Mapping[str, str]) -> LaunchedServer:
-    """Start `command` (`{python}` is this service's interpreter) with only the base variables and `env`."""
+async def launch(
+    config: LaunchConfig,
+    command: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    readable: ReadableCheck | None = None,
+) -> LaunchedServer:
+    """Start `command` (`{python}` is this service's interpreter) with only the base variables and `env`.
+
+    `readable` (an API-registered server's) must accept every existing file the command names by absolute
+    path, else LaunchRefused."""
     env = {k: v for k, v in env.items() if not k.upper().startswith(RESERVED_ENV_PREFIX)}
+    if readable is not None:
+        _check_readable(command, readable)
     if config.sandbox is not None:
         caps = Limits(memory_bytes=config.memory_bytes, max_processes=config.max_processes)
-        readable = Permissions(read_only_paths=_script_dirs(command))
+        readable_paths = Permissions(read_only_paths=_script_dirs(command))
         spec = ProcessSpec(command=tuple(command), env=env)
-        spawned = await config.sandbox.spawn(spec, caps, readable, stream_limit=STREAM_LIMIT)
+        spawned = await config.sandbox.spawn(spec, caps, readable_paths, stream_limit=STREAM_LIMIT)
         return LaunchedServer(spawned.process, None, spawned)
     config.scratch_root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="mcp-", dir=config.scratch_root.resolve()))
@@ -115,6 +135,14 @@ async def launch(config: LaunchConfig, command: Sequence[str], env: Mapping[str,
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     return LaunchedServer(process, scratch)
+
+
+def _check_readable(command: Sequence[str], readable: ReadableCheck) -> None:
+    """LaunchRefused when a file the command names (bound by `_script_dirs`) is not `readable`."""
+    for arg in command[1:]:
+        problem = readable(arg) if arg.startswith("/") and os.path.isfile(arg) else None
+        if problem is not None:
+            raise LaunchRefused(f"{arg}: {problem}")
 
 
 def _script_dirs(command: Sequence[str]) -> tuple[str, ...]:
