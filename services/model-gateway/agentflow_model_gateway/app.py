@@ -28,14 +28,18 @@ class ModelGatewayService:
         models = load_models(settings.catalog_dir / "models")
         check_scripts(models)
         self._router = Router(models)
+        self._gateway: ModelGateway | None = None
 
     async def start(self, server: grpc.aio.Server, runtime: Runtime) -> None:
         await self._db.create_all(metadata)
-        gateway = ModelGateway(self._router, self._db)
+        self._gateway = ModelGateway(self._router, self._db)
+        gateway = self._gateway
         models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(gateway, runtime.audit), server)
 
     async def stop(self) -> None:
         await self._router.aclose()
+        if self._gateway is not None:
+            await self._gateway.aclose()
         await self._db.dispose()
 
 

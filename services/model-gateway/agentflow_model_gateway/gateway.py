@@ -11,10 +11,10 @@ from typing import Any
 
 from agentflow_runtime.db import Database
 from agentflow_runtime.errors import FailedPrecondition, InvalidArgument
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import store
 from .config import ModelConfig
+from .ledger import Ledger, open_ledger
 from .providers.base import (
     ROLES,
     ChatMessage,
@@ -169,14 +169,18 @@ def _replay(recorded: dict[str, Any], digest: str, key: str) -> CompleteResult:
 class ModelGateway:
     """See the module docstring."""
 
-    def __init__(self, router: Router, db: Database) -> None:
+    def __init__(self, router: Router, db: Database, ledger: Ledger | None = None) -> None:
         self._router = router
-        self._db = db
+        self._ledger = ledger or open_ledger(db)
         self._inflight: dict[tuple[str, str], tuple[str, asyncio.Task[CompleteResult]]] = {}
 
     @property
     def models(self) -> list[ModelConfig]:
         return self._router.models
+
+    async def aclose(self) -> None:
+        """Close the ledger's connections."""
+        await self._ledger.close()
 
     async def complete(
         self,
@@ -197,8 +201,7 @@ class ModelGateway:
         digest = _request_digest(model.alias, messages, options)
         if not call.idempotency_key:
             return await self._complete(model, provider, messages, call, digest, options)
-        async with self._db.connect() as conn:
-            recorded = await store.find_by_key(conn, call.tenant, call.idempotency_key)
+        recorded = await self._ledger.find(call.tenant, call.idempotency_key)
         if recorded is not None:
             return _replay(recorded, digest, call.idempotency_key)
         key = (call.tenant, call.idempotency_key)
@@ -247,11 +250,10 @@ class ModelGateway:
             tool_calls=completion.tool_calls,
         )
         record = {**result.to_record(), "request_digest": digest}
-        async with self._db.begin() as conn:
-            if await self._record(conn, model, "complete", result.usage, call, record):
-                return result
-            # Another call with the same key recorded first: answer as it did.
-            recorded = await store.find_by_key(conn, call.tenant, call.idempotency_key)
+        if await self._record(model, "complete", result.usage, call, record):
+            return result
+        # Another call with the same key recorded first (another replica): answer as it did.
+        recorded = await self._ledger.find(call.tenant, call.idempotency_key)
         return _replay(recorded or record, digest, call.idempotency_key)
 
     async def stream(
@@ -273,10 +275,7 @@ class ModelGateway:
                     yield StreamEvent(delta.text)
                 continue
             cost = model.cost_usd(delta.usage)
-            async with self._db.begin() as conn:
-                await self._record(
-                    conn, model, "stream", delta.usage, CallInfo(call.tenant, call.run, call.step_id)
-                )
+            await self._record(model, "stream", delta.usage, CallInfo(call.tenant, call.run, call.step_id))
             yield StreamEvent(delta.text, delta.finish_reason or "stop", delta.usage, cost)
             return
 
@@ -286,23 +285,18 @@ class ModelGateway:
         if not texts:
             raise InvalidArgument("texts must not be empty", violations=[("texts", "at least one text")])
         embeddings = await provider.embed(model.provider_model, list(texts))
-        async with self._db.begin() as conn:
-            await self._record(
-                conn, model, "embed", embeddings.usage, CallInfo(call.tenant, call.run, call.step_id)
-            )
+        await self._record(model, "embed", embeddings.usage, CallInfo(call.tenant, call.run, call.step_id))
         return embeddings
 
-    @staticmethod
     async def _record(
-        conn: AsyncConnection,
+        self,
         model: ModelConfig,
         operation: str,
         usage: Usage,
         call: CallInfo,
         response: dict[str, Any] | None = None,
     ) -> bool:
-        return await store.record_usage(
-            conn,
+        return await self._ledger.record(
             store.UsageRecord(
                 tenant=call.tenant,
                 model=model.alias,

@@ -1,6 +1,7 @@
 """The usage ledger: one row per model call, with its tokens, cost and (for keyed calls) the response.
 
 A call with an idempotency key is recorded once per tenant and key; a repeat finds the recorded response.
+The hot path (lookup by key, insert of a row) runs on the raw driver: `ledger.py`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentflow_runtime.db import UtcDateTime
-from agentflow_runtime.protojson import utcnow
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -22,10 +22,9 @@ from sqlalchemy import (
     UniqueConstraint,
     select,
 )
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["UsageRecord", "find_by_key", "metadata", "record_usage", "usage"]
+__all__ = ["UsageRecord", "find_by_key", "metadata", "usage"]
 
 metadata = MetaData()
 
@@ -72,14 +71,3 @@ async def find_by_key(conn: AsyncConnection, tenant: str, key: str) -> dict[str,
         )
     ).first()
     return None if row is None else dict(row.response or {})
-
-
-async def record_usage(conn: AsyncConnection, record: UsageRecord) -> bool:
-    """Writes a ledger row; False when the tenant already recorded the same idempotency key."""
-    values = {**record.__dict__, "idempotency_key": record.idempotency_key or None, "create_time": utcnow()}
-    try:
-        async with conn.begin_nested():
-            await conn.execute(usage.insert().values(**values))
-    except IntegrityError:
-        return False
-    return True

@@ -14,24 +14,18 @@ now`; when it matches nothing the transaction writes nothing else and the caller
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-from agentflow_runtime.db import Database, UtcDateTime
-from sqlalchemy import JSON, Table
-from sqlalchemy.engine import make_url
+from agentflow_runtime.db import Database
+from agentflow_runtime.rawdb import PgPool, SqliteThread, column_kinds, pg_value, sqlite_path, sqlite_value
 
 from agentflow_worker.model import Event, EventType, RunState
 from agentflow_worker.tables import events, runs, steps
-
-T = TypeVar("T")
 
 Increment = tuple[str, int]
 """(column, amount): `column = column + amount` in a runs UPDATE."""
@@ -72,46 +66,16 @@ class DuplicateRun(Exception):
 
 def open_journal(db: Database) -> Journal:
     if db.is_sqlite:
-        path = make_url(db.url).database
-        if not path or path == ":memory:":
-            raise ValueError("the run journal needs a SQLite file, not an in-memory database")
-        return SqliteJournal(path)
-    return PostgresJournal(db.url, db.schema)
+        return SqliteJournal(sqlite_path(db))
+    return PostgresJournal(PgPool.for_database(db))
 
 
-# -- values as SQLAlchemy stores them --------------------------------------------------------------
+# -- values as SQLAlchemy stores them (`agentflow_runtime.rawdb`) -------------------------------------
 
-
-def _kinds(table: Table) -> dict[str, str]:
-    kinds = {}
-    for column in table.columns:
-        if isinstance(column.type, JSON):
-            kinds[column.name] = "json"
-        elif isinstance(column.type, UtcDateTime):
-            kinds[column.name] = "time"
-    return kinds
-
-
-_KINDS = {t.name: _kinds(t) for t in (runs, steps, events)}
+_KINDS = {t.name: column_kinds(t) for t in (runs, steps, events)}
 _EVENT_COLUMNS = ("run_id", "seq", "type", "step_id", "run_state", "data", "create_time")
-
-
-def _sqlite_value(kind: str | None, value: Any) -> Any:
-    if kind == "json":
-        return json.dumps(value)
-    if kind == "time" and value is not None:
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    if isinstance(value, bool):
-        return int(value)
-    return value
-
-
-def _pg_value(kind: str | None, value: Any) -> Any:
-    if kind == "json":
-        return json.dumps(value)
-    if kind == "time" and value is not None:
-        return value.astimezone(UTC)
-    return value
+_sqlite_value = sqlite_value
+_pg_value = pg_value
 
 
 def _event_row(e: Event) -> dict[str, Any]:
@@ -222,34 +186,13 @@ def _run_args(change: RunWrite, value: Callable[[str | None, Any], Any]) -> tupl
 
 
 class SqliteJournal:
-    """One sqlite3 connection on its own thread; each transaction is one call on that thread.
-
-    Same pragmas as `agentflow_runtime.db` (WAL, synchronous=NORMAL, busy_timeout), so it shares the file
-    with the worker's SQLAlchemy connections; BEGIN IMMEDIATE takes the write lock up front (waiting up to
-    the busy timeout) so a transition never fails on a stale snapshot. sqlite3 keeps its prepared
-    statements per connection (`cached_statements`), and the connection lives as long as the worker.
-    """
+    """The journal on one sqlite3 connection on its own thread (`rawdb.SqliteThread`): each transaction
+    is one call on that thread, BEGIN IMMEDIATE taking the write lock up front."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="run-journal")
-        self._local = threading.local()
+        self._db = SqliteThread(path, name="run-journal")
         self._sql = _Sql(lambda _n: "?")
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=256)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
-        return conn
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(self._conn()))
 
     async def write(self, change: RunWrite) -> bool | None:
         columns, args = _run_args(change, _sqlite_value)
@@ -257,22 +200,15 @@ class SqliteJournal:
         rest = [(self._statement(name), rows) for name, rows in _planned(change, _sqlite_value)]
 
         def tx(conn: sqlite3.Connection) -> bool | None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = conn.execute(run_sql, args).fetchone()
-                if row is None:
-                    conn.execute("ROLLBACK")
-                    return None
-                for sql, rows in rest:
-                    conn.executemany(sql, rows)
-                conn.execute("COMMIT")
-                return bool(row[0])
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            row = conn.execute(run_sql, args).fetchone()
+            if row is None:
+                conn.execute("ROLLBACK")
+                return None
+            for sql, rows in rest:
+                conn.executemany(sql, rows)
+            return bool(row[0])
 
-        return await self._run(tx)
+        return await self._db.transaction(tx)
 
     def _statement(self, name: str) -> str:
         if name == "events":
@@ -290,46 +226,33 @@ class SqliteJournal:
         event_args = [_sqlite_value(_KINDS["run_events"].get(c), v) for c, v in _event_row(first).items()]
 
         def tx(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(run_sql, run_args)
-                if step_args:
-                    conn.executemany(step_sql, step_args)
-                conn.execute(event_sql, event_args)
-                conn.execute("COMMIT")
-            except sqlite3.IntegrityError as exc:
-                conn.execute("ROLLBACK")
-                raise DuplicateRun(str(exc)) from exc
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            conn.execute(run_sql, run_args)
+            if step_args:
+                conn.executemany(step_sql, step_args)
+            conn.execute(event_sql, event_args)
 
-        await self._run(tx)
+        try:
+            await self._db.transaction(tx)
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateRun(str(exc)) from exc
 
     async def events_after(self, run_id: str, after_seq: int, limit: int) -> list[Event]:
         sql = _EVENTS_AFTER.format("?", "?", "?")
-        rows = await self._run(lambda conn: conn.execute(sql, (run_id, after_seq, limit)).fetchall())
+        rows = await self._db.run(lambda conn: conn.execute(sql, (run_id, after_seq, limit)).fetchall())
         return [_event(r) for r in rows]
 
     async def run_state(self, run_id: str) -> tuple[RunState, int] | None:
         sql = _RUN_STATE.format("?")
-        row = await self._run(lambda conn: conn.execute(sql, (run_id,)).fetchone())
+        row = await self._db.run(lambda conn: conn.execute(sql, (run_id,)).fetchone())
         return None if row is None else (RunState(row[0]), int(row[1]))
 
     async def tenant_of(self, run_id: str) -> str | None:
         sql = _TENANT.format("?")
-        row = await self._run(lambda conn: conn.execute(sql, (run_id,)).fetchone())
+        row = await self._db.run(lambda conn: conn.execute(sql, (run_id,)).fetchone())
         return None if row is None else str(row[0])
 
     async def close(self) -> None:
-        def shut(conn: sqlite3.Connection) -> None:
-            conn.close()
-            self._local.conn = None
-
-        if getattr(self, "_pool", None) is not None:
-            await self._run(shut)
-            self._pool.shutdown(wait=True)
+        await self._db.close()
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------------
@@ -384,26 +307,15 @@ def _pg_transition(change: RunWrite) -> tuple[str, list[Any]]:
 
 
 class PostgresJournal:
-    """A small asyncpg pool on the worker's schema; asyncpg prepares and caches each statement."""
+    """The journal on a small asyncpg pool on the worker's schema (`rawdb.PgPool`); asyncpg prepares and
+    caches each statement."""
 
-    def __init__(self, url: str, schema: str | None) -> None:
-        self.dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-        self.schema = schema
-        self._pool: Any = None
-        self._opening = asyncio.Lock()
+    def __init__(self, pool: PgPool) -> None:
+        self._pool = pool
         self._sql = _Sql(lambda n: f"${n}")
 
     async def _acquire(self) -> Any:
-        if self._pool is None:
-            async with self._opening:
-                if self._pool is None:
-                    import asyncpg
-
-                    settings = {"search_path": self.schema} if self.schema else {}
-                    self._pool = await asyncpg.create_pool(
-                        self.dsn, min_size=1, max_size=10, server_settings=settings
-                    )
-        return self._pool
+        return await self._pool()
 
     async def write(self, change: RunWrite) -> bool | None:
         """One statement, one round trip: the runs UPDATE under the lease, and (only if it matched) the
@@ -453,6 +365,4 @@ class PostgresJournal:
         return None if row is None else str(row[0])
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._pool.close()

@@ -60,8 +60,10 @@ def provider() -> CountingProvider:
 
 
 @pytest.fixture
-def gateway(db: Database, provider: CountingProvider) -> ModelGateway:
-    return ModelGateway(Router([PRICED], factory=lambda _model: provider), db)
+async def gateway(db: Database, provider: CountingProvider) -> AsyncIterator[ModelGateway]:
+    gateway = ModelGateway(Router([PRICED], factory=lambda _model: provider), db)
+    yield gateway
+    await gateway.aclose()
 
 
 async def ledger(db: Database) -> list[tuple[str, str, str | None, int, int, float]]:
