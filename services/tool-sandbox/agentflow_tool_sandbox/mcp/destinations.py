@@ -101,7 +101,8 @@ def literal(host: str) -> IPAddress | None:
 
 
 async def resolve(host: str, port: int, timeout: float = RESOLVE_TIMEOUT) -> list[IPAddress]:
-    """Every address `host` resolves to (a literal resolves to itself); OSError when it does not resolve."""
+    """Every address `host` resolves to (a literal resolves to itself); OSError (or ValueError, for a name
+    that cannot be encoded) when it does not resolve."""
     found = literal(host)
     if found is not None:
         return [found]
@@ -132,7 +133,7 @@ async def destination_problem(host: str, port: int, allowed: AllowedHosts) -> st
         return None
     try:
         addresses = await resolve(host, port)
-    except (OSError, TimeoutError):
+    except (OSError, TimeoutError, ValueError):
         return None
     return refused(host, port, addresses)
 
@@ -158,7 +159,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
         try:
             addresses = await resolve(host, port, timeout or RESOLVE_TIMEOUT)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
         problem = refused(host, port, addresses)
         if problem is not None:
