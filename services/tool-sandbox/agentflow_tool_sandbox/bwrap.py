@@ -41,12 +41,11 @@ from agentflow_tool_sandbox.denials import EGRESS_UNAVAILABLE, SANDBOX_UNAVAILAB
 from agentflow_tool_sandbox.events import Event, Usage
 from agentflow_tool_sandbox.host_paths import OpenedPath
 from agentflow_tool_sandbox.network import CallInfo, EgressProvider, NetworkAccess
-from agentflow_tool_sandbox.spec import NO_PERMISSIONS, Limits, Permissions, ProcessSpec
+from agentflow_tool_sandbox.spec import NO_PERMISSIONS, Limits, Permissions, ProcessSpec, with_python
 from agentflow_tool_sandbox.supervise import supervise
 
 log = logging.getLogger("agentflow.tool_sandbox.bwrap")
 
-PYTHON_PLACEHOLDER = "{python}"
 WORKDIR = "/sandbox/work"
 LAUNCHER = "/sandbox/launch.py"
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -139,7 +138,7 @@ class BwrapRunner:
 
     def command(self, spec: ProcessSpec) -> list[str]:
         """The tool's argv: `{python}` becomes the interpreter running this service (bound read-only)."""
-        return [arg.replace(PYTHON_PLACEHOLDER, self.config.python) for arg in spec.command]
+        return with_python(spec.command, self.config.python)
 
     async def execute(
         self,
@@ -370,7 +369,7 @@ class BwrapRunner:
             launcher += ["--usage-fd", str(usage_fd)]
         if uid is not None:
             launcher += ["--user", f"{uid}:{uid}"]
-        prefix = [arg.replace(PYTHON_PLACEHOLDER, config.python) for arg in network.command_prefix]
+        prefix = with_python(network.command_prefix, config.python)
         return [*args, "--", *launcher, *(r.argument() for r in plan), "--", *prefix, *self.command(spec)]
 
 

@@ -50,7 +50,7 @@ from agentflow_tool_sandbox.egress_policy import (
 )
 from agentflow_tool_sandbox.egress_request import MAX_HEAD_BYTES, BadRequest, ProxyRequest, parse_head
 from agentflow_tool_sandbox.network import CallInfo, Mount, NetworkAccess
-from agentflow_tool_sandbox.spec import EgressRule
+from agentflow_tool_sandbox.spec import PYTHON_PLACEHOLDER, EgressRule
 
 log = logging.getLogger("agentflow.tool_sandbox.egress")
 
@@ -70,8 +70,6 @@ AUDIT_ACTION = "tool.egress"
 MAX_CONNECTIONS = 64
 """Connections one call may have open through the proxy at once; more are refused (503, audited)."""
 PIPE_BYTES = 64 * 1024
-
-PYTHON_PLACEHOLDER = "{python}"
 
 _STEP: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar("af_egress_step", default=("", ""))
 

@@ -22,12 +22,11 @@ from typing import Any
 
 from agentflow_tool_sandbox import process, rlimits
 from agentflow_tool_sandbox.events import Event, Result, Usage
-from agentflow_tool_sandbox.spec import NO_PERMISSIONS, Limits, Permissions, ProcessSpec
+from agentflow_tool_sandbox.spec import NO_PERMISSIONS, Limits, Permissions, ProcessSpec, with_python
 from agentflow_tool_sandbox.supervise import supervise
 
 log = logging.getLogger("agentflow.tool_sandbox.process_backend")
 
-PYTHON_PLACEHOLDER = "{python}"
 BASE_PATH = "/usr/bin:/bin"
 UNSAFE_WARNING = (
     "UNSAFE: the plain process backend runs tools WITHOUT isolation (host filesystem, network, processes); "
@@ -58,7 +57,7 @@ class ProcessRunner:
 
     def command(self, spec: ProcessSpec) -> list[str]:
         """The argv to start: `{python}` becomes the interpreter running this service."""
-        return [arg.replace(PYTHON_PLACEHOLDER, self.config.python) for arg in spec.command]
+        return with_python(spec.command, self.config.python)
 
     async def execute(
         self,

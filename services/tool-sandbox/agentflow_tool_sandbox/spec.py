@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -75,6 +75,15 @@ class Permissions:
 
 NO_PERMISSIONS = Permissions()
 """The default profile permissions: nothing beyond the tool's own workdir."""
+
+
+PYTHON_PLACEHOLDER = "{python}"
+"""In a tool's argv (or a backend's command prefix): the interpreter running the tool sandbox service."""
+
+
+def with_python(args: Iterable[str], python: str) -> list[str]:
+    """`args` with every `{python}` replaced by the interpreter `python`."""
+    return [arg.replace(PYTHON_PLACEHOLDER, python) for arg in args]
 
 
 @dataclass(frozen=True)
