@@ -87,6 +87,18 @@ class _Tree:
         return step.id
 
 
+def _reject_unknown(
+    out: Violations, node: Mapping[str, Any], path: str, what: str, allowed: list[str]
+) -> None:
+    for key in sorted(set(node) - set(allowed)):
+        out.add(f"{path}.{key}", f"unknown {what} field (allowed: {', '.join(allowed)})")
+
+
+def _node_id(tree: _Tree, node: Mapping[str, Any], path: str, unnamed: str) -> str | None:
+    """The node's own `id` (claimed), else its positional name `unnamed`."""
+    return tree.claim(node["id"], path) if "id" in node else unnamed
+
+
 def _entry(params: dict[str, Any], when: str | None, guarded: bool) -> dict[str, Any]:
     if when is not None:
         params["when"] = "{{ " + when + " }}"
@@ -129,8 +141,7 @@ def _decorated(
 ) -> str | None:
     """`retry` / `timeout` around a leaf (possibly through further decorators): folded into the leaf."""
     out = tree.out
-    for key in sorted(set(node) - {*DECORATORS, "do"}):
-        out.add(f"{path}.{key}", "unknown decorator field (allowed: retry, timeout, do)")
+    _reject_unknown(out, node, path, "decorator", [*DECORATORS, "do"])
     inner = node.get("do")
     if not isinstance(inner, Mapping):
         out.add(f"{path}.do", "a decorator needs `do`: the leaf step it wraps")
@@ -161,9 +172,8 @@ def _condition(
     guarded: bool,
 ) -> str | None:
     out = tree.out
-    for key in sorted(set(node) - {"condition", "id", "description"}):
-        out.add(f"{path}.{key}", "unknown condition field (allowed: condition, id, description)")
-    step_id = tree.claim(node["id"], path) if "id" in node else f"condition@{position}"
+    _reject_unknown(out, node, path, "condition", ["condition", "id", "description"])
+    step_id = _node_id(tree, node, path, f"condition@{position}")
     expression = node["condition"]
     if not (isinstance(expression, bool) or (isinstance(expression, str) and expression.strip())):
         out.add(f"{path}.condition", "must be a boolean or a template such as '{{ steps.a.output.ok }}'")
@@ -191,9 +201,8 @@ def _composite(
     if len(kinds) > 1:
         out.add(path, f"a node is one of {', '.join(COMPOSITES)}; this one has {', '.join(kinds)}")
     allowed = {kind, "id", "description"} | ({"success"} if kind == "parallel" else set())
-    for key in sorted(set(node) - allowed):
-        out.add(f"{path}.{key}", f"unknown {kind} field (allowed: {', '.join(sorted(allowed))})")
-    step_id = tree.claim(node["id"], path) if "id" in node else f"{kind}@{position}"
+    _reject_unknown(out, node, path, kind, sorted(allowed))
+    step_id = _node_id(tree, node, path, f"{kind}@{position}")
     children = node[kind]
     if not isinstance(children, list) or not children:
         out.add(f"{path}.{kind}", "must be a non-empty list of nodes")
