@@ -102,14 +102,7 @@ class ToolStore:
         row = {
             "tenant": tenant,
             "tool_id": tool.tool_id,
-            "description": tool.description,
-            "input_schema": dict(tool.input_schema),
-            "command": list(tool.process.command),
-            "env": dict(tool.process.env),
-            "wall_time_seconds": tool.limits.wall_time_seconds,
-            "cpu_seconds": tool.limits.cpu_seconds,
-            "memory_bytes": tool.limits.memory_bytes,
-            "output_bytes": tool.limits.output_bytes,
+            **_tool_values(tool),
             "create_time": tool.create_time or datetime.now(UTC),
         }
         try:
@@ -123,16 +116,7 @@ class ToolStore:
     async def replace(self, tenant: str, tool: ToolSpec) -> bool:
         """Overwrite the tenant's tool `tool.tool_id` (its create time stays); False when there is none."""
         where = and_(tools.c.tenant == tenant, tools.c.tool_id == tool.tool_id)
-        values = {
-            "description": tool.description,
-            "input_schema": dict(tool.input_schema),
-            "command": list(tool.process.command),
-            "env": dict(tool.process.env),
-            "wall_time_seconds": tool.limits.wall_time_seconds,
-            "cpu_seconds": tool.limits.cpu_seconds,
-            "memory_bytes": tool.limits.memory_bytes,
-            "output_bytes": tool.limits.output_bytes,
-        }
+        values = _tool_values(tool)
         async with self.engine.begin() as conn:
             if not (await conn.execute(update(tools).where(where).values(**values))).rowcount:
                 return False
@@ -370,6 +354,20 @@ def _with_profiles() -> Any:
         and_(tool_profiles.c.tenant == tools.c.tenant, tool_profiles.c.tool_id == tools.c.tool_id),
     )
     return select(tools, tool_profiles.c.profile).select_from(joined)
+
+
+def _tool_values(tool: ToolSpec) -> dict[str, Any]:
+    """The `tools` columns a registration sets and a replacement overwrites."""
+    return {
+        "description": tool.description,
+        "input_schema": dict(tool.input_schema),
+        "command": list(tool.process.command),
+        "env": dict(tool.process.env),
+        "wall_time_seconds": tool.limits.wall_time_seconds,
+        "cpu_seconds": tool.limits.cpu_seconds,
+        "memory_bytes": tool.limits.memory_bytes,
+        "output_bytes": tool.limits.output_bytes,
+    }
 
 
 def _profile_row(tenant: str, tool: ToolSpec) -> dict[str, Any]:
