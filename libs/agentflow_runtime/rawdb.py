@@ -36,6 +36,7 @@ __all__ = [
     "PgPool",
     "SqliteThread",
     "column_kinds",
+    "open_raw",
     "pg_dsn",
     "pg_value",
     "sqlite_path",
@@ -56,6 +57,14 @@ def sqlite_path(db: Database) -> str:
 def pg_dsn(db: Database) -> str:
     """The libpq DSN of a PostgreSQL `Database` (its SQLAlchemy URL without the driver name)."""
     return make_url(db.url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def open_raw(db: Database, *, name: str = "rawdb") -> SqliteThread | PgPool:
+    """The raw-driver path to `db`: its SQLite file on a thread of its own, or an asyncpg pool on its
+    schema."""
+    if db.is_sqlite:
+        return SqliteThread(sqlite_path(db), name=name)
+    return PgPool.for_database(db)
 
 
 # -- values as SQLAlchemy stores them --------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 from agentflow.audit.v1 import audit_pb2, audit_pb2_grpc
 from agentflow_runtime.db import Database
+from agentflow_runtime.rawdb import open_raw
 from agentflow_runtime.server import Runtime
 from agentflow_runtime.settings import Settings
 
@@ -26,16 +27,18 @@ class AuditService:
 
     def __init__(self, settings: Settings) -> None:
         self._db = Database.for_service(settings, self.name)
+        self._raw = open_raw(self._db, name="audit-chain")
 
     async def start(self, server: grpc.aio.Server, runtime: Runtime) -> None:
         await self._db.create_all(metadata)
-        store = AuditStore(self._db.engine)
+        store = AuditStore(self._db.engine, self._raw)
         await store.initialize()
         log = AuditLog(store)
         audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(log), server)
         audit_pb2_grpc.add_AuditIngestServiceServicer_to_server(AuditIngestServicer(log), server)
 
     async def stop(self) -> None:
+        await self._raw.close()
         await self._db.dispose()
 
 

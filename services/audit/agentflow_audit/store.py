@@ -3,16 +3,23 @@
 Appends are serialized so the chain never forks: an in-process lock orders appenders of one process and, on
 PostgreSQL, `SELECT ... FOR UPDATE` on the single `chain_head` row orders appenders across processes. The
 head row is updated in the same transaction as the entries it covers.
+
+Given a raw-driver target (`agentflow_runtime.rawdb`: the service's SQLite file on its own thread, or an
+asyncpg pool on its schema), `append` runs the same statements there, as one call on the SQLite thread or one
+asyncpg transaction, instead of through SQLAlchemy async (statement compilation, a greenlet and driver hop per
+statement): every audited call of the mesh ends here.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from agentflow_runtime import hashchain
 from agentflow_runtime.db import UtcDateTime
+from agentflow_runtime.rawdb import PgPool, SqliteThread, column_kinds, pg_value, sqlite_value
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -61,6 +68,45 @@ chain_head = Table(
 
 _HEAD_ID = 1
 
+_KINDS = column_kinds(audit_events)
+_COLUMNS = tuple(c.name for c in audit_events.columns)
+_NAMES = ", ".join(f'"{c}"' for c in _COLUMNS)
+_SQLITE_INSERT = f"INSERT INTO audit_events ({_NAMES}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+_PG_INSERT = (
+    f"INSERT INTO audit_events ({_NAMES}) VALUES ({', '.join(f'${i + 1}' for i in range(len(_COLUMNS)))})"
+)
+_SQLITE_HEAD = f"SELECT seq, hash FROM chain_head WHERE id = {_HEAD_ID}"
+_PG_HEAD = f"SELECT seq, hash FROM chain_head WHERE id = {_HEAD_ID} FOR UPDATE"
+_SQLITE_SET_HEAD = f"UPDATE chain_head SET seq = ?, hash = ? WHERE id = {_HEAD_ID}"
+_PG_SET_HEAD = f"UPDATE chain_head SET seq = $1, hash = $2 WHERE id = {_HEAD_ID}"
+
+
+def _row(record: AuditRecord, value: Callable[[str | None, Any], Any]) -> list[Any]:
+    mapping = record.as_mapping()
+    return [value(_KINDS.get(c), mapping[c]) for c in _COLUMNS]
+
+
+def _chained(seq: int, prev_hash: str, events: Sequence[NewAuditEvent]) -> list[AuditRecord]:
+    """`events` as the chain entries after (`seq`, `prev_hash`)."""
+    records: list[AuditRecord] = []
+    for event in events:
+        seq += 1
+        fields: dict[str, Any] = {
+            "seq": seq,
+            "event_time": event.event_time,
+            "actor": event.actor,
+            "tenant": event.tenant,
+            "principal": event.principal,
+            "action": event.action,
+            "resource": event.resource,
+            "outcome": event.outcome,
+            "details": hashchain.normalize(event.details),
+        }
+        digest = hashchain.chain_hash(prev_hash, fields)
+        records.append(AuditRecord(**fields, prev_hash=prev_hash, hash=digest))
+        prev_hash = digest
+    return records
+
 
 def _record(row: Any) -> AuditRecord:
     return AuditRecord(
@@ -81,8 +127,9 @@ def _record(row: Any) -> AuditRecord:
 class AuditStore:
     """Appends to, reads and verifies the chain held in one database."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, raw: SqliteThread | PgPool | None = None) -> None:
         self._engine = engine
+        self._raw = raw
         self._lock = asyncio.Lock()
 
     async def initialize(self) -> None:
@@ -111,6 +158,11 @@ class AuditStore:
         """Append `events` in order, atomically; returns them with their seq and hashes."""
         if not events:
             return []
+        if isinstance(self._raw, SqliteThread):
+            return await self._append_sqlite(self._raw, events)
+        if isinstance(self._raw, PgPool):
+            async with self._lock:
+                return await self._append_pg(self._raw, events)
         async with self._lock, self._engine.begin() as conn:
             head = (
                 await conn.execute(
@@ -119,28 +171,40 @@ class AuditStore:
                     .with_for_update()
                 )
             ).one()
-            seq, prev_hash = int(head.seq), str(head.hash)
-            records: list[AuditRecord] = []
-            for event in events:
-                seq += 1
-                fields: dict[str, Any] = {
-                    "seq": seq,
-                    "event_time": event.event_time,
-                    "actor": event.actor,
-                    "tenant": event.tenant,
-                    "principal": event.principal,
-                    "action": event.action,
-                    "resource": event.resource,
-                    "outcome": event.outcome,
-                    "details": hashchain.normalize(event.details),
-                }
-                digest = hashchain.chain_hash(prev_hash, fields)
-                records.append(AuditRecord(**fields, prev_hash=prev_hash, hash=digest))
-                prev_hash = digest
+            records = _chained(int(head.seq), str(head.hash), events)
             await conn.execute(insert(audit_events), [{**r.as_mapping()} for r in records])
+            last = records[-1]
             await conn.execute(
-                update(chain_head).where(chain_head.c.id == _HEAD_ID).values(seq=seq, hash=prev_hash)
+                update(chain_head).where(chain_head.c.id == _HEAD_ID).values(seq=last.seq, hash=last.hash)
             )
+        return records
+
+    @staticmethod
+    async def _append_sqlite(raw: SqliteThread, events: Sequence[NewAuditEvent]) -> list[AuditRecord]:
+        """One call on the SQLite thread: BEGIN IMMEDIATE (the write lock orders every appender, of this
+        process or another), read the head, insert the entries, move the head, COMMIT."""
+
+        def tx(conn: sqlite3.Connection) -> list[AuditRecord]:
+            seq, prev_hash = conn.execute(_SQLITE_HEAD).fetchone()
+            records = _chained(int(seq), str(prev_hash), events)
+            conn.executemany(
+                _SQLITE_INSERT,
+                [_row(r, sqlite_value) for r in records],
+            )
+            conn.execute(_SQLITE_SET_HEAD, (records[-1].seq, records[-1].hash))
+            return records
+
+        return await raw.transaction(tx)
+
+    @staticmethod
+    async def _append_pg(raw: PgPool, events: Sequence[NewAuditEvent]) -> list[AuditRecord]:
+        """One asyncpg transaction: the head row locked FOR UPDATE orders appenders across replicas."""
+        pool = await raw()
+        async with pool.acquire() as conn, conn.transaction():
+            head = await conn.fetchrow(_PG_HEAD)
+            records = _chained(int(head[0]), str(head[1]), events)
+            await conn.executemany(_PG_INSERT, [_row(r, pg_value) for r in records])
+            await conn.execute(_PG_SET_HEAD, records[-1].seq, records[-1].hash)
         return records
 
     async def list_events(

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from agentflow_audit.events import NewAuditEvent
 from agentflow_audit.store import AuditStore
+from agentflow_runtime.rawdb import SqliteThread
 from sqlalchemy.ext.asyncio import create_async_engine
 
 
@@ -26,10 +27,15 @@ def make_event(n: int = 0, **overrides: Any) -> NewAuditEvent:
     return NewAuditEvent(**fields)
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[AuditStore]:
-    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}")
-    audit_store = AuditStore(engine)
+@pytest.fixture(params=["raw", "sqlalchemy"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AuditStore]:
+    """The store as the service runs it (appends on the raw driver) and on SQLAlchemy alone."""
+    path = tmp_path / "audit.db"
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    raw = SqliteThread(str(path)) if request.param == "raw" else None
+    audit_store = AuditStore(engine, raw)
     await audit_store.initialize()
     yield audit_store
+    if raw is not None:
+        await raw.close()
     await engine.dispose()

@@ -7,12 +7,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 from agentflow_audit.store import AuditStore
+from agentflow_runtime.rawdb import PgPool
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .conftest import make_event
 
 POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+_SCHEMAS: dict[int, str] = {}
+"""The throwaway schema of each `pg_engine`, for the raw-driver pools on it."""
 
 pytestmark = pytest.mark.postgres
 
@@ -35,18 +39,23 @@ async def pg_engine() -> AsyncIterator[AsyncEngine]:
     async with admin.begin() as conn:
         await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     engine = create_async_engine(POSTGRES_URL, connect_args={"server_settings": {"search_path": schema}})
+    _SCHEMAS[id(engine)] = schema
     try:
         yield engine
     finally:
+        _SCHEMAS.pop(id(engine), None)
         await engine.dispose()
         async with admin.begin() as conn:
             await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         await admin.dispose()
 
 
-async def test_postgres_chain_survives_concurrent_stores(pg_engine: AsyncEngine) -> None:
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "sqlalchemy"])
+async def test_postgres_chain_survives_concurrent_stores(pg_engine: AsyncEngine, raw: bool) -> None:
     # Two stores on one database stand for two audit replicas: only the row lock orders them.
-    first, second = AuditStore(pg_engine), AuditStore(pg_engine)
+    schema = _SCHEMAS[id(pg_engine)]
+    pools = [PgPool(_DSN, schema, max_size=3) for _ in range(2)] if raw else [None, None]
+    first, second = AuditStore(pg_engine, pools[0]), AuditStore(pg_engine, pools[1])
     await asyncio.gather(first.initialize(), second.initialize())
 
     async def appender(store: AuditStore, worker: int) -> None:
@@ -65,3 +74,6 @@ async def test_postgres_chain_survives_concurrent_stores(pg_engine: AsyncEngine)
     tampered = await second.verify()
     assert not tampered.valid
     assert tampered.first_invalid_seq == 17
+    for pool in pools:
+        if pool is not None:
+            await pool.close()
