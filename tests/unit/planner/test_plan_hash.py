@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,6 @@ import yaml
 from agentflow_planner.compiler import compile_plan
 from agentflow_planner.definition import parse_definition
 from agentflow_planner.registry import WorkflowRegistry
-from agentflow_planner.store import metadata
-from agentflow_runtime.db import Database
 
 CATALOG = Path(__file__).resolve().parents[3] / "catalog" / "workflows"
 KINDS = ["demo.yaml", "fan-out.yaml", "fsm-review.yaml", "bt-summary.yaml"]
@@ -80,14 +77,6 @@ def test_descriptions_and_titles_are_not_part_of_the_hash() -> None:
     document = yaml.safe_load((CATALOG / "bt-summary.yaml").read_text())
     retitled = {**document, "display_name": "Other", "description": "Another text"}
     assert plan_hash(retitled) == plan_hash(document)
-
-
-@pytest.fixture
-async def registry(tmp_path: Path) -> AsyncIterator[WorkflowRegistry]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'planner.db'}")
-    await db.create_all(metadata)
-    yield WorkflowRegistry(db)
-    await db.dispose()
 
 
 async def test_sub_workflow_plans_hash_the_same_in_any_key_order_and_change_with_the_pin(

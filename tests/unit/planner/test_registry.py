@@ -1,12 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from agentflow_planner.registry import WorkflowRegistry, parse_workflow_name, validate
-from agentflow_planner.store import metadata
-from agentflow_runtime.db import Database
 from agentflow_runtime.errors import AlreadyExists, InvalidArgument, NotFound
 
 CATALOG = Path(__file__).resolve().parents[3] / "catalog" / "workflows"
@@ -14,14 +11,6 @@ CATALOG = Path(__file__).resolve().parents[3] / "catalog" / "workflows"
 
 def simple(workflow_id: str) -> dict[str, object]:
     return {"id": workflow_id, "steps": [{"id": "a", "kind": "model", "prompt": "hello"}]}
-
-
-@pytest.fixture
-async def registry(tmp_path: Path) -> AsyncIterator[WorkflowRegistry]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'planner.db'}")
-    await db.create_all(metadata)
-    yield WorkflowRegistry(db)
-    await db.dispose()
 
 
 async def test_create_get_and_compile(registry: WorkflowRegistry) -> None:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from agentflow_planner.registry import WorkflowRegistry
 from agentflow_planner.step_params import StepKind
-from agentflow_planner.store import metadata
-from agentflow_runtime.db import Database
 from agentflow_runtime.errors import InvalidArgument
 from agentflow_worker.model import RunState, StepState
 from agentflow_worker.store import RunStore
@@ -65,14 +61,6 @@ def outer(ref: str = "inner", workflow_id: str = "outer", **step: Any) -> dict[s
         ],
         "output": {"inner": "{{ steps.research.output }}"},
     }
-
-
-@pytest.fixture
-async def registry(tmp_path: Path) -> AsyncIterator[WorkflowRegistry]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'planner.db'}")
-    await db.create_all(metadata)
-    yield WorkflowRegistry(db)
-    await db.dispose()
 
 
 async def test_a_sub_workflow_is_inlined_with_namespaced_ids_and_a_pinned_version(
