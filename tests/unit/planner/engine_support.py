@@ -13,11 +13,11 @@ from agentflow_planner.compiler import compile_plan
 from agentflow_planner.definition import parse_definition
 from agentflow_runtime.db import Database
 from agentflow_worker.engine import RunEngine
-from agentflow_worker.model import Plan, RunRecord, StepState
+from agentflow_worker.model import Plan, RunRecord
 from agentflow_worker.store import RunStore
 from agentflow_worker.tables import metadata
 
-from tests.unit.worker.conftest import SAFETY, FakeCalls, Notes, create_run
+from tests.unit.worker.conftest import SAFETY, FakeCalls, Notes, create_run, step_states
 
 
 @pytest.fixture
@@ -47,5 +47,4 @@ async def run_plan(
     return final
 
 
-def states(run: RunRecord) -> dict[str, StepState]:
-    return {s.step_id: s.state for s in run.steps}
+states = step_states

@@ -13,7 +13,7 @@ import pytest
 from agentflow_runtime.db import Database
 from agentflow_runtime.protojson import utcnow
 from agentflow_worker.calls import Emit, StepFailed, StepResult
-from agentflow_worker.model import Event, EventType, Plan, PlanStep, RunRecord, RunState
+from agentflow_worker.model import Event, EventType, Plan, PlanStep, RunRecord, RunState, StepState
 from agentflow_worker.store import RunStore
 from agentflow_worker.tables import metadata
 from sqlalchemy import text
@@ -68,6 +68,11 @@ async def store(db: Database) -> AsyncIterator[RunStore]:
 
 
 # -- plans and runs ---------------------------------------------------------------------------
+
+
+def step_states(run: RunRecord) -> dict[str, StepState]:
+    """Each step's state, by step id."""
+    return {s.step_id: s.state for s in run.steps}
 
 
 def step(step_id: str, kind: str = "tool", needs: tuple[str, ...] = (), **params: Any) -> PlanStep:

@@ -27,6 +27,7 @@ from .conftest import (
     new_run,
     plan_of,
     step,
+    step_states,
     types,
 )
 
@@ -177,7 +178,7 @@ async def test_resume_never_recomputes_a_journaled_step(store: RunStore, calls: 
         await asyncio.wait_for(task, SAFETY)
     journaled = await reload(store, run.run_id)
     assert journaled.state is RunState.RUNNING
-    assert {s.step_id: s.state for s in journaled.steps} == {
+    assert step_states(journaled) == {
         "a": StepState.SUCCEEDED,
         "b": StepState.RUNNING,
         "c": StepState.RUNNING,
@@ -236,7 +237,7 @@ async def test_failed_step_fails_the_run_and_skips_downstream(store: RunStore, c
     assert stored.state is RunState.FAILED
     assert stored.error == error
     assert stored.output is None
-    states = {s.step_id: s.state for s in stored.steps}
+    states = step_states(stored)
     assert states["a"] is StepState.SUCCEEDED
     assert states["b"] is StepState.FAILED
     assert states["d"] is StepState.SKIPPED
@@ -271,7 +272,7 @@ async def test_sibling_in_flight_when_a_step_fails_is_journaled(store: RunStore,
     await calls.wait_started("c")
     gate.set()
     assert await asyncio.wait_for(task, SAFETY) is RunState.FAILED
-    states = {s.step_id: s.state for s in (await reload(store, run.run_id)).steps}
+    states = step_states(await reload(store, run.run_id))
     assert states == {
         "a": StepState.SUCCEEDED,
         "b": StepState.FAILED,
@@ -325,7 +326,7 @@ async def test_plan_with_unreachable_steps_fails(store: RunStore, calls: FakeCal
     assert await execute(store, calls, run) is RunState.FAILED
     stored = await reload(store, run.run_id)
     assert stored.error is not None and stored.error["reason"] == "PLAN_STUCK"
-    assert {s.step_id: s.state for s in stored.steps} == {"a": StepState.SUCCEEDED, "b": StepState.SKIPPED}
+    assert step_states(stored) == {"a": StepState.SUCCEEDED, "b": StepState.SKIPPED}
 
 
 async def test_lease_lost_mid_step_raises_and_writes_nothing_more(store: RunStore, calls: FakeCalls) -> None:
@@ -348,7 +349,7 @@ async def test_lease_lost_mid_step_raises_and_writes_nothing_more(store: RunStor
     stored = await reload(store, run.run_id)
     assert stored.state is RunState.RUNNING
     assert stored.last_seq == before[-1].seq
-    assert {s.step_id: s.state for s in stored.steps} == {
+    assert step_states(stored) == {
         "a": StepState.RUNNING,
         "b": StepState.PENDING,
         "c": StepState.PENDING,
@@ -385,7 +386,7 @@ async def test_a_crashing_step_fails_the_run_instead_of_looping(store: RunStore,
     assert calls.called() == ["a", "b"]
     stored = await reload(store, run.run_id)
     assert stored.error is not None and stored.error["reason"] == "STEP_CRASHED"
-    assert {s.step_id: s.state for s in stored.steps}["b"] is StepState.FAILED
+    assert step_states(stored)["b"] is StepState.FAILED
     # The failure is final: a fresh engine over the same journal does not call anything again.
     await hold_lease(store, run.run_id)
     assert await execute(store, calls, stored) is RunState.FAILED
@@ -572,7 +573,7 @@ async def test_cancel_stops_steps_a_crashed_worker_left_running(store: RunStore,
     assert calls.stopped == [("a", "tool", 1)]
     assert calls.calls == []
     stored = await reload(store, run.run_id)
-    assert {s.step_id: s.state for s in stored.steps} == {"a": StepState.SKIPPED, "b": StepState.SKIPPED}
+    assert step_states(stored) == {"a": StepState.SKIPPED, "b": StepState.SKIPPED}
 
 
 async def test_a_spent_budget_stops_the_run_cleanly(store: RunStore, calls: FakeCalls) -> None:
@@ -592,7 +593,7 @@ async def test_a_spent_budget_stops_the_run_cleanly(store: RunStore, calls: Fake
     assert stored.error["code"] == "RESOURCE_EXHAUSTED"
     assert stored.error["reason"] == "BUDGET_EXHAUSTED"
     assert stored.error["metadata"]["spent_tokens"] == "20"
-    states = {s.step_id: s.state for s in stored.steps}
+    states = step_states(stored)
     assert states == {"a": StepState.SUCCEEDED, "b": StepState.SUCCEEDED, "c": StepState.SKIPPED}
     assert stored.input_tokens + stored.output_tokens == 20
 
@@ -635,7 +636,7 @@ async def test_a_false_condition_skips_the_step_and_what_needs_it(store: RunStor
     assert await execute(store, calls, run) is RunState.SUCCEEDED
     assert sorted(calls.called()) == ["a", "d"]
     stored = await reload(store, run.run_id)
-    states = {s.step_id: s.state for s in stored.steps}
+    states = step_states(stored)
     assert states == {
         "a": StepState.SUCCEEDED,
         "b": StepState.SKIPPED,
@@ -668,7 +669,7 @@ async def test_a_skipped_step_stays_skipped_on_resume(store: RunStore, calls: Fa
     await asyncio.gather(task, return_exceptions=True)
     assert await execute(store, calls, await reload(store, run.run_id)) is RunState.SUCCEEDED
     assert calls.called() == ["c"]
-    assert {s.step_id: s.state for s in (await reload(store, run.run_id)).steps}["b"] is StepState.SKIPPED
+    assert step_states(await reload(store, run.run_id))["b"] is StepState.SKIPPED
 
 
 # -- the lean step path -------------------------------------------------------------------------

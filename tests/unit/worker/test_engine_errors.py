@@ -26,9 +26,10 @@ from .conftest import (
     create_run,
     plan_of,
     step,
+    step_states,
     types,
 )
-from .test_engine import OWNER, Published, claimed, reload
+from .test_engine import OWNER, Published, claimed, execute, reload
 from .test_scheduler import Finished
 
 FINAL_STEP_STATES = {StepState.SUCCEEDED, StepState.FAILED, StepState.SKIPPED}
@@ -64,7 +65,7 @@ async def test_a_condition_error_while_a_sibling_runs_journals_the_sibling(
 
     stored = await reload(store, run.run_id)
     assert stored.error is not None and stored.error["reason"] == "TEMPLATE_ERROR"
-    assert {s.step_id: s.state for s in stored.steps} == {
+    assert step_states(stored) == {
         "s": StepState.SUCCEEDED,
         "b": StepState.SUCCEEDED,  # finished and journaled, not abandoned mid-call
         "c": StepState.FAILED,
@@ -82,11 +83,9 @@ async def test_a_condition_error_while_a_sibling_runs_journals_the_sibling(
 async def test_a_condition_error_honours_on_error_continue(store: RunStore, calls: FakeCalls) -> None:
     calls.script("s", output={"n": "many"})
     run = await claimed(store, _when_error_plan(on_error="continue"))
-    assert await asyncio.wait_for(RunEngine(store, calls, OWNER, Notes()).execute(run), SAFETY) is (
-        RunState.SUCCEEDED
-    )
+    assert await execute(store, calls, run) is (RunState.SUCCEEDED)
     stored = await reload(store, run.run_id)
-    states = {s.step_id: s.state for s in stored.steps}
+    states = step_states(stored)
     assert states == {
         "s": StepState.SUCCEEDED,
         "b": StepState.SUCCEEDED,
