@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 
 import pytest
 from agentflow_model_gateway.config import ModelConfig
@@ -16,7 +15,7 @@ from agentflow_model_gateway.providers.base import (
 )
 from agentflow_model_gateway.providers.local import LocalProvider
 from agentflow_model_gateway.routing import Router
-from agentflow_model_gateway.store import metadata, usage
+from agentflow_model_gateway.store import usage
 from agentflow_runtime.db import Database
 from agentflow_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from sqlalchemy import select
@@ -44,14 +43,6 @@ class CountingProvider(LocalProvider):
     async def embed(self, model: str, texts: Sequence[str]) -> Embeddings:
         self.calls += 1
         return await super().embed(model, texts)
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'model-gateway.db'}")
-    await database.create_all(metadata)
-    yield database
-    await database.dispose()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ from agentflow_model_gateway.providers.base import ChatMessage, CompletionReques
 from agentflow_model_gateway.providers.local import LocalProvider
 from agentflow_model_gateway.providers.script import ScriptError, parse_script
 from agentflow_model_gateway.routing import Router, check_scripts
-from agentflow_model_gateway.store import metadata
 from agentflow_runtime.db import Database
 
 REPO = Path(__file__).resolve().parents[3]
@@ -92,14 +90,6 @@ def test_the_catalog_scripts_parse_and_a_bad_one_stops_the_gateway() -> None:
     bad = ModelConfig("x", "local", "x", script=({"reply": {}},))
     with pytest.raises(ConfigError, match="models/x"):
         check_scripts([bad])
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'model-gateway.db'}")
-    await database.create_all(metadata)
-    yield database
-    await database.dispose()
 
 
 async def test_a_repeated_key_replays_the_recorded_tool_calls(db: Database) -> None:
