@@ -138,12 +138,13 @@ class SqliteThread:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
+                if conn.in_transaction:  # `fn` may have ended it (e.g. ROLLBACK on a lost lease)
+                    conn.execute("COMMIT")
             except BaseException:
+                # A failed COMMIT leaves the transaction open: end it, or the next BEGIN would fail.
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            if conn.in_transaction:  # `fn` may have ended it (e.g. ROLLBACK on a lost lease)
-                conn.execute("COMMIT")
             return result
 
         return await self.run(tx)

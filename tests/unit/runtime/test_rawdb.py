@@ -100,3 +100,25 @@ async def test_pg_pool_runs_in_the_service_schema(pg_url: str) -> None:
     finally:
         await pool.close()
         await db.dispose()
+
+
+async def test_sqlite_a_failed_commit_is_rolled_back_and_the_connection_reusable(tmp_path: Path) -> None:
+    """A deferred foreign key fails at COMMIT, which leaves SQLite's transaction open: it is rolled back."""
+    raw = SqliteThread(str(tmp_path / "fk.db"))
+    try:
+        await raw.run(lambda conn: conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
+        await raw.run(
+            lambda conn: conn.execute(
+                "CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER "
+                "REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+            )
+        )
+        with pytest.raises(sqlite3.IntegrityError):
+            await raw.transaction(lambda conn: conn.execute("INSERT INTO child VALUES (1, 99)"))
+        assert not await raw.run(lambda conn: conn.in_transaction)
+        await raw.transaction(lambda conn: conn.execute("INSERT INTO parent VALUES (7)"))
+        await raw.transaction(lambda conn: conn.execute("INSERT INTO child VALUES (2, 7)"))
+        rows = await raw.run(lambda conn: conn.execute("SELECT id, parent FROM child").fetchall())
+        assert rows == [(2, 7)]
+    finally:
+        await raw.close()
