@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from agentflow_cli import localmesh
@@ -26,14 +30,22 @@ servers), and the demo stdio server's script directory."""
 __all__ = [
     "MESH_ENV",
     "REPO",
+    "WAIT_SECONDS",
+    "af",
+    "catalog_mesh",
     "mesh_settings",
     "postgres_available",
     "postgres_database",
     "require_postgres",
-    "running_mesh",
     "sandbox_writable_dir",
     "sandbox_writable_file",
+    "wait_for",
 ]
+
+T = TypeVar("T")
+
+WAIT_SECONDS = 120.0
+"""Seconds `wait_for` waits before the test gives up; never an assertion about speed."""
 
 
 def require_postgres() -> None:
@@ -51,10 +63,45 @@ def mesh_settings(data_dir: Path, database_url: str | None = None) -> tuple[Sett
 
 
 @contextmanager
-def running_mesh(data_dir: Path, database_url: str | None = None) -> Iterator[tuple[Settings, Mesh]]:
-    """Start all seven services as real processes with mTLS; stop them afterwards."""
-    with localmesh.running_mesh(data_dir, REPO / "catalog", database_url, extra_env=MESH_ENV) as running:
-        yield running
+def catalog_mesh(
+    backend: str, data_dir: Path, catalog: Path, extra_env: Mapping[str, str] | None = None
+) -> Iterator[tuple[Settings, Mesh]]:
+    """A mesh of its own on `catalog`, over `backend`: "sqlite" (in `data_dir`) or "postgres" (a throwaway
+    database; see `require_postgres`). `extra_env` adds settings for the services only."""
+    if backend == "postgres":
+        require_postgres()
+        with (
+            postgres_database() as url,
+            localmesh.running_mesh(data_dir, catalog, url, extra_env=extra_env) as running,
+        ):
+            yield running
+    else:
+        with localmesh.running_mesh(data_dir, catalog, None, extra_env=extra_env) as running:
+            yield running
+
+
+def wait_for(check: Callable[[], T | None], what: str) -> T:
+    """Poll `check` until it returns something truthy, and return that; fail after WAIT_SECONDS."""
+    end = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def af(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `af` CLI against `mesh` (its environment), from the repo root; never raises on failure."""
+    return subprocess.run(
+        [sys.executable, "-m", "agentflow_cli", *args],
+        cwd=REPO,
+        env=mesh.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def sandbox_writable_dir(path: Path) -> Path:

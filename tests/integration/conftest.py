@@ -9,7 +9,7 @@ from agentflow_cli.supervisor import Mesh
 from agentflow_cli.tokens import dev_token
 from agentflow_runtime.settings import Settings
 
-from tests.support import postgres_database, require_postgres, running_mesh
+from tests.support import MESH_ENV, REPO, catalog_mesh
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
@@ -17,12 +17,7 @@ def mesh(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Settings, Mesh]]:
     data_dir = tmp_path_factory.mktemp(f"mesh-{request.param}")
-    if request.param == "sqlite":
-        with running_mesh(data_dir) as running:
-            yield running
-        return
-    require_postgres()
-    with postgres_database() as url, running_mesh(data_dir, url) as running:
+    with catalog_mesh(request.param, data_dir, REPO / "catalog", MESH_ENV) as running:
         yield running
 
 

@@ -11,10 +11,8 @@ the execution instead of running the tool twice. The counter must hold each mark
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,17 +20,14 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from agentflow_cli.localmesh import isolated_settings
 from agentflow_cli.supervisor import Mesh
 from agentflow_cli.tokens import dev_token
 from agentflow_runtime.settings import Settings
 
-from tests.support import postgres_database, require_postgres, sandbox_writable_file
+from tests.support import catalog_mesh, sandbox_writable_file, wait_for
 
 pytestmark = [pytest.mark.integration]
 
-DEADLINE = 120.0
-"""Seconds before the test gives up waiting; never an assertion about speed."""
 PAUSE = 4
 
 TOOL = textwrap.dedent(
@@ -140,35 +135,9 @@ def write_catalog(root: Path, counter: Path) -> Path:
 def crash_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Settings, Mesh, Path]]:
     counter = sandbox_writable_file(tmp_path / "shared", "counter.txt")
     catalog = write_catalog(tmp_path, counter)
-    if request.param == "postgres":
-        require_postgres()
-        with postgres_database() as url:
-            yield from _mesh(tmp_path / "data", catalog, url, counter)
-    else:
-        yield from _mesh(tmp_path / "data", catalog, None, counter)
-
-
-def _mesh(
-    data_dir: Path, catalog: Path, url: str | None, counter: Path
-) -> Iterator[tuple[Settings, Mesh, Path]]:
-    settings, env = isolated_settings(data_dir, catalog, url)
-    env |= {"AF_WORKER_LEASE_SECONDS": "3", "AF_WORKER_POLL_SECONDS": "0.2"}
-    mesh = Mesh(settings, env=env)
-    asyncio.run(mesh.up(timeout=120))
-    try:
+    env = {"AF_WORKER_LEASE_SECONDS": "3", "AF_WORKER_POLL_SECONDS": "0.2"}
+    with catalog_mesh(request.param, tmp_path / "data", catalog, env) as (settings, mesh):
         yield settings, mesh, counter
-    finally:
-        mesh.down()
-
-
-def _wait_for(check: Any, what: str) -> Any:
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_worker_killed_mid_loop_repeats_no_completed_call(
@@ -188,7 +157,7 @@ def test_a_worker_killed_mid_loop_repeats_no_completed_call(
 
     # Turn 1's tool call is done (its mark is written), turn 2's slow call is running: kill the worker now.
     started_marks = counter.with_name(counter.name + ".started")
-    _wait_for(lambda: started_marks.exists() and "case-7/two" in started_marks.read_text(), "slow-count")
+    wait_for(lambda: started_marks.exists() and "case-7/two" in started_marks.read_text(), "slow-count")
     assert counter.read_text().splitlines() == ["case-7/one"]
     worker = mesh.procs["worker"]
     worker.send_signal(signal.SIGKILL)
@@ -203,7 +172,7 @@ def test_a_worker_killed_mid_loop_repeats_no_completed_call(
         done = run.get("state") in ("RUN_STATE_SUCCEEDED", "RUN_STATE_FAILED", "RUN_STATE_CANCELLED")
         return run if done else None
 
-    run = _wait_for(final, "the run to finish")
+    run = wait_for(final, "the run to finish")
     assert run["state"] == "RUN_STATE_SUCCEEDED", run
     assert run["output"]["answer"] == "closed: close case-7"
 

@@ -13,8 +13,6 @@ gated call ran once; approving again is FAILED_PRECONDITION; a ticket left to ex
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -24,12 +22,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from agentflow_cli.localmesh import isolated_settings
 from agentflow_cli.supervisor import Mesh
 from agentflow_cli.tokens import dev_token
 from agentflow_runtime.settings import Settings
 
-from tests.support import REPO, postgres_database, require_postgres, sandbox_writable_file
+from tests.support import af, catalog_mesh, sandbox_writable_file, wait_for
 
 pytestmark = [pytest.mark.integration]
 
@@ -162,25 +159,9 @@ def write_catalog(root: Path, counter: Path) -> Path:
 def approval_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Settings, Mesh, Path]]:
     counter = sandbox_writable_file(tmp_path / "shared", "counter.txt")
     catalog = write_catalog(tmp_path, counter)
-    if request.param == "postgres":
-        require_postgres()
-        with postgres_database() as url:
-            yield from _mesh(tmp_path / "data", catalog, url, counter)
-    else:
-        yield from _mesh(tmp_path / "data", catalog, None, counter)
-
-
-def _mesh(
-    data_dir: Path, catalog: Path, url: str | None, counter: Path
-) -> Iterator[tuple[Settings, Mesh, Path]]:
-    settings, env = isolated_settings(data_dir, catalog, url)
-    env |= {"AF_WORKER_POLL_SECONDS": "0.2"}
-    mesh = Mesh(settings, env=env)
-    asyncio.run(mesh.up(timeout=120))
-    try:
+    env = {"AF_WORKER_POLL_SECONDS": "0.2"}
+    with catalog_mesh(request.param, tmp_path / "data", catalog, env) as (settings, mesh):
         yield settings, mesh, counter
-    finally:
-        mesh.down()
 
 
 class Edge:
@@ -252,16 +233,6 @@ class Edge:
                     found: dict[str, Any] = event
                     return found
         raise AssertionError(f"{name}: the stream ended without {kind}")
-
-
-def wait_for(check: Any, what: str) -> Any:
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def error(reply: httpx.Response, http_status: int, code: int) -> dict[str, Any]:
@@ -402,18 +373,6 @@ def test_an_agents_gated_tool_call_waits_and_runs_once_approved(
     assert len(edge.tickets(name)) == 1, "the approved call is not gated again when the step resumes"
     turns = [e["data"]["key"] for e in edge.events(name) if e["type"] == "RUN_EVENT_TYPE_AGENT_TURN"]
     assert turns == ["t1", "t1c1", "t2"], "the model turn before the wait was not repeated"
-
-
-def af(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentflow_cli", *args],
-        cwd=REPO,
-        env=mesh.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_the_catalog_approval_demo(mesh: tuple[Settings, Mesh]) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -11,19 +9,7 @@ import orjson
 from agentflow_cli.supervisor import Mesh
 from agentflow_runtime.settings import Settings
 
-from tests.support import REPO
-
-
-def af(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentflow_cli", *args],
-        cwd=REPO,
-        env=mesh.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.support import af
 
 
 def test_af_run_then_af_watch_replays_the_events(mesh: tuple[Settings, Mesh]) -> None:
