@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +35,7 @@ __all__ = [
     "WAIT_SECONDS",
     "af",
     "catalog_mesh",
+    "host_address",
     "mesh_settings",
     "postgres_available",
     "postgres_database",
@@ -102,6 +105,16 @@ def af(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+
+
+def host_address() -> str | None:
+    """A non-loopback address of this machine (no packet is sent), None when it has none."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))
+        address = str(probe.getsockname()[0])
+        if not address.startswith("127."):
+            return address
+    return None
 
 
 def sandbox_writable_dir(path: Path) -> Path:

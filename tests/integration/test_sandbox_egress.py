@@ -13,7 +13,6 @@ direct attempts leave no egress event (nothing left the sandbox) and are audited
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import textwrap
 import threading
@@ -26,6 +25,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+
+from tests.support import host_address
 
 WAIT = 90.0
 BODY = b"hello from the allowed host"
@@ -87,16 +88,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def host_address() -> str | None:
-    """A non-loopback address of this machine (no packet is sent), None when it has none."""
-    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect(("192.0.2.1", 9))
-        address = str(probe.getsockname()[0])
-        if not address.startswith("127."):
-            return address
-    return None
 
 
 def register_tool(edge: str, token: str, port: int, host: str = "127.0.0.1") -> str:

@@ -13,7 +13,6 @@ connection from a tool with no egress in its profile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import socket
@@ -41,7 +40,7 @@ from agentflow_runtime.settings import SERVICES, Settings
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from tests.support import REPO
+from tests.support import REPO, host_address
 
 SAFETY = 60.0
 """Upper bound for waiting on anything here; a safety net, never an assertion."""
@@ -210,8 +209,9 @@ def execute(settings: Settings, tool_id: str, **arguments: Any) -> tuple[bytes, 
     return stdout, result, run
 
 
-def audit_record(settings: Settings, tool_id: str, run: str) -> audit_pb2.AuditEvent:
-    """The call's `tool.execute` event, once the sandbox's audit sink has sent it."""
+def audit_record(settings: Settings, tool_id: str, run: str | None = None) -> audit_pb2.AuditEvent:
+    """The call's `tool.execute` event, once the sandbox's audit sink has sent it; without `run`, the one
+    event of a tool called once (a refused call names no run the test knows)."""
 
     async def go(channels: Channels) -> audit_pb2.AuditEvent:
         stub = audit_pb2_grpc.AuditServiceStub(channels.get("audit"))
@@ -224,10 +224,11 @@ def audit_record(settings: Settings, tool_id: str, run: str) -> audit_pb2.AuditE
                 timeout=30,
             )
             for event in reply.audit_events:
-                details = dict_from_struct(event.details)
-                if event.action == "tool.execute" and details.get("run") == run:
+                if event.action == "tool.execute" and (
+                    run is None or dict_from_struct(event.details).get("run") == run
+                ):
                     return event
-            assert loop.time() < deadline, f"no audit record for {run}"
+            assert loop.time() < deadline, f"no audit record for {run or tool_id}"
             await asyncio.sleep(0.1)
 
     event: audit_pb2.AuditEvent = call(settings, "client", go)
@@ -367,7 +368,7 @@ def test_a_symlink_planted_in_a_writable_grant_cannot_bind_the_host(
         assert "symbolic link" in (error.details() or "")
         status = rpc_status.from_call(error)
         assert status is not None and from_status(status).reason == "UNSAFE_PATH"
-        event = audit_record_of(settings, reader)
+        event = audit_record(settings, reader)
         seen = details(event)
         assert (event.outcome, seen["decision"], seen["reason"]) == ("denied", "deny", "unsafe_path")
         assert metric(settings, "sandbox_denials_total", tool=reader, reason="unsafe_path") == before + 1
@@ -377,29 +378,6 @@ def test_a_symlink_planted_in_a_writable_grant_cannot_bind_the_host(
     out = py_from_value(result.output)
     assert out["visible"] is False and "read" not in out  # the link points into the sandbox's own tree
     assert SECRET.encode() not in stdout
-
-
-def audit_record_of(settings: Settings, tool_id: str) -> audit_pb2.AuditEvent:
-    """The one `tool.execute` event of a tool called once (a refused call names no run the test knows)."""
-
-    async def go(channels: Channels) -> audit_pb2.AuditEvent:
-        stub = audit_pb2_grpc.AuditServiceStub(channels.get("audit"))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SAFETY
-        while True:
-            reply = await stub.ListAuditEvents(
-                audit_pb2.ListAuditEventsRequest(resource=f"tools/{tool_id}", page_size=100),
-                metadata=((TENANT_KEY, TENANT), (ROLE_KEY, "admin")),
-                timeout=30,
-            )
-            found = [e for e in reply.audit_events if e.action == "tool.execute"]
-            if found:
-                return found[0]
-            assert loop.time() < deadline, f"no audit record for {tool_id}"
-            await asyncio.sleep(0.1)
-
-    event: audit_pb2.AuditEvent = call(settings, "client", go)
-    return event
 
 
 def test_exceeding_memory_is_refused(sandbox_mesh: tuple[Settings, Path]) -> None:
@@ -496,16 +474,6 @@ def test_no_network_without_egress_in_the_profile(sandbox_mesh: tuple[Settings, 
     assert out["refused"][f"connect {target}:{port}"] == expected
     assert "resolve example.com" in out["refused"]
     assert_denied(audit_record(settings, tool_id, run), "network")
-
-
-def host_address() -> str | None:
-    """A non-loopback address of this machine (no packet is sent), None when it has none."""
-    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect(("192.0.2.1", 9))
-        address = str(probe.getsockname()[0])
-        if not address.startswith("127."):
-            return address
-    return None
 
 
 def test_a_sandbox_that_cannot_isolate_refuses_and_reports_not_serving(tmp_path: Path) -> None:
