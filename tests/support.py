@@ -34,6 +34,7 @@ __all__ = [
     "REPO",
     "WAIT_SECONDS",
     "af",
+    "auth",
     "catalog_mesh",
     "host_address",
     "mesh_settings",
@@ -92,6 +93,11 @@ def wait_for(check: Callable[[], T | None], what: str) -> T:
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def auth(token: str) -> dict[str, str]:
+    """The REST edge's request headers for a bearer `token`."""
+    return {"Authorization": f"Bearer {token}"}
 
 
 def af(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:

@@ -29,14 +29,10 @@ from agentflow_runtime.settings import SERVICES, Settings
 from grpc_status import rpc_status
 
 from tests.mcp_servers.running import HttpDemoServer, free_port, stdio_command
-from tests.support import REPO
+from tests.support import REPO, auth
 
 WAIT = 90.0
 GRANT = {"roles": ["developer", "admin"]}
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def unique(prefix: str) -> str:

@@ -23,8 +23,9 @@ from mcp import ClientSession, types
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 
-from tests.integration.test_mcp_client import audit_events, auth, register
+from tests.integration.test_mcp_client import audit_events, register
 from tests.mcp_servers.running import HttpDemoServer
+from tests.support import auth
 
 GRANT = {"roles": ["developer", "admin"]}
 RUN_TOOLS = {"agentflow_start_run", "agentflow_get_run", "agentflow_watch_run"}

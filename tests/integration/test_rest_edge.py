@@ -12,6 +12,8 @@ import pytest
 from agentflow_cli.tokens import dev_token
 from agentflow_runtime.settings import Settings
 
+from tests.support import auth
+
 WORKFLOW_YAML = """
 id: {id}
 display_name: Integration pipeline
@@ -43,10 +45,6 @@ output:
   words: "{{{{ steps.count.output.words }}}}"
   recalled: "{{{{ steps.recall.output.results[0].text }}}}"
 """
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def assert_status_body(reply: httpx.Response, http_status: int, code: int) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.support import host_address
+from tests.support import auth, host_address
 
 WAIT = 90.0
 BODY = b"hello from the allowed host"
@@ -78,10 +78,6 @@ def allowed_port() -> Iterator[int]:
     yield int(server.server_address[1])
     server.shutdown()
     server.server_close()
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def free_port() -> int:

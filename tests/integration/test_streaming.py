@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import orjson
 
+from tests.support import auth
+
 TICKS = 10
 
 WORKFLOW_YAML = """
@@ -28,10 +30,6 @@ steps:
       count: {ticks}
       interval: 1
 """
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def start_ticker_run(edge: str, token: str) -> str:

@@ -7,9 +7,7 @@ from typing import Any
 
 import httpx
 
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from tests.support import auth
 
 
 def violations(reply: httpx.Response) -> set[str]:

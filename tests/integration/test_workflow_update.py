@@ -11,6 +11,8 @@ import orjson
 from agentflow_cli.tokens import dev_token
 from agentflow_runtime.settings import Settings
 
+from tests.support import auth
+
 WORKFLOW = """
 id: {id}
 steps:
@@ -25,10 +27,6 @@ steps:
     arguments:
       text: "{{{{ steps.draft.output.text }}}}"
 """
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def test_update_makes_a_new_version_and_replay_reports_the_drift(edge: str, token: str) -> None:
