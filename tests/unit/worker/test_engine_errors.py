@@ -83,7 +83,7 @@ async def test_a_condition_error_while_a_sibling_runs_journals_the_sibling(
 async def test_a_condition_error_honours_on_error_continue(store: RunStore, calls: FakeCalls) -> None:
     calls.script("s", output={"n": "many"})
     run = await claimed(store, _when_error_plan(on_error="continue"))
-    assert await execute(store, calls, run) is (RunState.SUCCEEDED)
+    assert await execute(store, calls, run) is RunState.SUCCEEDED
     stored = await reload(store, run.run_id)
     states = step_states(stored)
     assert states == {
