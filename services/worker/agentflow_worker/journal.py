@@ -78,18 +78,6 @@ _sqlite_value = sqlite_value
 _pg_value = pg_value
 
 
-def _event_row(e: Event) -> dict[str, Any]:
-    return {
-        "run_id": e.run_id,
-        "seq": e.seq,
-        "type": e.type.value,
-        "step_id": e.step_id,
-        "run_state": e.run_state.value,
-        "data": e.data,
-        "create_time": e.create_time,
-    }
-
-
 def _event(row: Sequence[Any]) -> Event:
     run_id, seq, kind, step_id, run_state, data, create_time = row
     if isinstance(create_time, str):
@@ -168,7 +156,7 @@ def _planned(change: RunWrite, value: Callable[[str | None, Any], Any]) -> list[
     out: list[tuple[str, list[Any]]] = [(f"step:{','.join(c)}", rows) for c, rows in groups.items()]
     if change.events:
         kinds = _KINDS["run_events"]
-        rows = [[value(kinds.get(c), r[c]) for c in _EVENT_COLUMNS] for r in map(_event_row, change.events)]
+        rows = [[value(kinds.get(c), r[c]) for c in _EVENT_COLUMNS] for r in (e.row() for e in change.events)]
         out.append(("events", rows))
     return out
 
@@ -223,7 +211,7 @@ class SqliteJournal:
         step_sql = self._sql.insert("steps", step_columns)
         step_args = [[_sqlite_value(_KINDS["steps"].get(c), r[c]) for c in step_columns] for r in step_rows]
         event_sql = self._sql.insert("run_events", _EVENT_COLUMNS)
-        event_args = [_sqlite_value(_KINDS["run_events"].get(c), v) for c, v in _event_row(first).items()]
+        event_args = [_sqlite_value(_KINDS["run_events"].get(c), v) for c, v in first.row().items()]
 
         def tx(conn: sqlite3.Connection) -> None:
             conn.execute(run_sql, run_args)
@@ -296,7 +284,7 @@ def _pg_transition(change: RunWrite) -> tuple[str, list[Any]]:
         kinds = _KINDS["run_events"]
         rows = []
         for event in change.events:
-            row = _event_row(event)
+            row = event.row()
             cells = ", ".join(
                 f"{arg(_pg_value(kinds.get(c), row[c]))}::{_PG_EVENT_TYPES[c]}" for c in _EVENT_COLUMNS
             )
@@ -344,7 +332,7 @@ class PostgresJournal:
                     )
                 await conn.execute(
                     self._sql.insert("run_events", _EVENT_COLUMNS),
-                    *(_pg_value(_KINDS["run_events"].get(c), v) for c, v in _event_row(first).items()),
+                    *(_pg_value(_KINDS["run_events"].get(c), v) for c, v in first.row().items()),
                 )
         except asyncpg.UniqueViolationError as exc:
             raise DuplicateRun(str(exc)) from exc

@@ -149,6 +149,18 @@ class Event:
     data: dict[str, Any]
     create_time: datetime
 
+    def row(self) -> dict[str, Any]:
+        """The event as a `run_events` row (column -> value, before any driver-specific encoding)."""
+        return {
+            "run_id": self.run_id,
+            "seq": self.seq,
+            "type": self.type.value,
+            "step_id": self.step_id,
+            "run_state": self.run_state.value,
+            "data": self.data,
+            "create_time": self.create_time,
+        }
+
 
 def error_json(code: str, message: str, reason: str = "", **metadata: str) -> dict[str, Any]:
     """A run/step error, shaped like google.rpc.Status for the API."""

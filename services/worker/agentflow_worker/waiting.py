@@ -121,22 +121,10 @@ async def park(
                 .where(steps.c.run_id == run.run_id, steps.c.step_id == request.step_id)
                 .values(state=StepState.WAITING.value)
             )
-        await conn.execute(events.insert(), [_event_row(e) for e in batch])
+        await conn.execute(events.insert(), [e.row() for e in batch])
         if tickets:
             await conn.execute(approvals.insert(), tickets)
     return Parked(batch, tickets)
-
-
-def _event_row(e: Event) -> dict[str, Any]:
-    return {
-        "run_id": e.run_id,
-        "seq": e.seq,
-        "type": e.type.value,
-        "step_id": e.step_id,
-        "run_state": e.run_state.value,
-        "data": e.data,
-        "create_time": e.create_time,
-    }
 
 
 async def settle(
