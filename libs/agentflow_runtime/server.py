@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import signal
 from collections.abc import Sequence
@@ -118,6 +119,9 @@ async def run_until_signalled(service: Service, settings: Settings) -> None:
 
 def serve(service: Service, settings: Settings) -> None:
     """Configure logging and tracing, then run `service` until signalled."""
+    # A crash in native code (a driver, grpc, uvloop) leaves every thread's Python stack on stderr, which the
+    # supervisor keeps in the service's log, instead of a bare exit status.
+    faulthandler.enable()
     logs.configure(service.name, settings.log_level)
     telemetry.configure(service.name)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
