@@ -59,6 +59,8 @@ class Scheduler:
         self.on_finish = on_finish
         self.gate = gate
         self.active: dict[str, asyncio.Task[None]] = {}
+        self._let_go: dict[str, int] = {}
+        """Runs whose execution failed here (journal write, crash), by failures in a row: the backoff."""
         self._poller: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -122,6 +124,7 @@ class Scheduler:
         )
         heartbeat: asyncio.Task[None] | None = None
         full = len(self.active) >= self.concurrency
+        release = True
         try:
             if run is None:
                 run = await self.store.get(run_id)
@@ -142,39 +145,57 @@ class Scheduler:
                 except asyncio.CancelledError:
                     if not cancel_seen.is_set():
                         raise
-                    await engine.flush()  # results buffered for the next transition are kept
-                    fresh = await self.store.get(run_id)
-                    assert fresh is not None
-                    if fresh.state.final:
-                        # The run finished before the cancel request was seen: keep its outcome.
-                        state = fresh.state
-                    else:
-                        state = await engine.cancel(fresh, fresh.cancel_reason)
+                    state = await self._cancel_mid_execution(engine, run_id)
             log.info("run finished", extra={"fields": {"state": state.value}})
+            self._let_go.pop(run_id, None)
             if self.on_finish is not None:
                 self.on_finish(run_id, state)
-        except (LeaseLost, JournalWriteFailed) as exc:
-            # Lease lost: another worker continues the run. A journal write failed: not an outcome of the
-            # run; the lease is let go below and a fresh engine (here or elsewhere) resumes it from the
-            # journal under the same idempotency keys.
-            log.warning("run let go (%s); it resumes from its journal", type(exc).__name__)
+        except LeaseLost:
+            log.warning("run let go (LeaseLost); another worker resumes it from its journal")
         except asyncio.CancelledError:
             # Draining (or the lease was lost): keep the results buffered for the next transition, if the
             # lease still allows it, so the worker that resumes the run does not call their steps again.
             with contextlib.suppress(Exception):
                 await engine.flush()
             log.info("run interrupted; lease released for another worker")
-        except Exception:
-            log.exception("run execution crashed; lease released for another worker")
+        except Exception as exc:
+            # A failed journal write (JournalWriteFailed) or a crash is not an outcome of the run: a fresh
+            # engine (here or elsewhere) resumes it from the journal under the same idempotency keys. Let go
+            # at once the first time (a blip); again and again, the lease lapses instead, so a write that
+            # always fails is retried once a lease, not in a tight loop.
+            release = self._backoff(run_id)
+            crashed = not isinstance(exc, JournalWriteFailed)
+            log.warning("run let go (%s); it resumes from its journal", type(exc).__name__, exc_info=crashed)
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
-            if not engine.released:  # the final transition gives the lease up itself
+            if not engine.released and release:  # the final transition gives the lease up itself
                 await self._release(run_id)
             self.active.pop(run_id, None)
             if full:
                 self._wake.set()
             logs.run_id_var.reset(token)
+
+    async def _cancel_mid_execution(self, engine: RunEngine, run_id: str) -> RunState:
+        """The run's cancellation interrupted its execution: cancel it, unless it finished meanwhile."""
+        await engine.flush()  # results buffered for the next transition are kept
+        fresh = await self.store.get(run_id)
+        assert fresh is not None
+        if fresh.state.final:
+            # The run finished before the cancel request was seen: keep its outcome.
+            return fresh.state
+        return await engine.cancel(fresh, fresh.cancel_reason)
+
+    def _backoff(self, run_id: str) -> bool:
+        """Count a failed execution of `run_id` here; whether to release its lease now (the first time)."""
+        failures = self._let_go.get(run_id, 0) + 1
+        self._let_go[run_id] = failures
+        if failures > 1:
+            log.warning(
+                "run failed to execute again; its lease lapses before it is retried",
+                extra={"fields": {"failures": failures, "lease_seconds": self.lease_seconds}},
+            )
+        return failures == 1
 
     async def _release(self, run_id: str) -> None:
         try:

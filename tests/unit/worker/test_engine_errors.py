@@ -264,3 +264,43 @@ async def test_a_failed_journal_write_mid_call_is_resumed_from_the_journal_not_f
         True,
     ]
     assert all(s.state in FINAL_STEP_STATES for s in stored.steps)
+
+
+class BrokenStore(RunStore):
+    """The real store, whose every transition fails (a write that always fails: a bug, not a blip)."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.db = store.db
+        self.journal = store.journal
+        self.attempts = 0
+        self.tried = asyncio.Event()
+
+    async def transition(self, run_id: str, owner: str, new_events: Any, **kwargs: Any) -> bool:
+        self.attempts += 1
+        if self.attempts >= 2:
+            self.tried.set()
+        raise ConnectionResetError("connection reset by peer")
+
+
+async def test_a_journal_write_that_always_fails_is_retried_once_a_lease_not_in_a_loop(
+    store: RunStore, scheduler_over: list[Scheduler]
+) -> None:
+    """The first failure lets the run go at once (a blip resumes quickly); the second keeps the lease, so
+    the run is not claimed again until the lease lapses, however often the poller looks."""
+    failing = BrokenStore(store)
+    scheduler = Scheduler(failing, KeyedCalls(), Notes(), lease_seconds=30, poll_seconds=0.05)
+    scheduler_over.append(scheduler)
+    run = await create_run(store, plan_of(step("a")))
+    scheduler.start()
+
+    await asyncio.wait_for(failing.tried.wait(), SAFETY)
+    second = scheduler.active.get(run.run_id)
+    if second is not None:  # the second execution ends (it lets the run go, without releasing it)
+        await asyncio.wait_for(second, SAFETY)
+    # The lease is still this worker's (not released): no worker, this one included, can claim the run.
+    ours, _ = await store.lease_status(run.run_id, scheduler.owner)
+    assert ours
+    assert await store.claim_next("another-worker", 30, 10) == []
+    assert failing.attempts == 2
+    stored = await reload(store, run.run_id)
+    assert not stored.state.final
