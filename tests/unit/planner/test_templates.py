@@ -109,3 +109,12 @@ def test_expressions_expose_roots_and_paths() -> None:
     found = expressions("{{ input.topic }} {{ steps.a.output.items[0] | json }}")
     assert [e.root for e in found] == ["input", "steps"]
     assert [e.path for e in found] == ["input.topic", "steps.a.output.items[0]"]
+
+
+def test_every_filter_the_parser_accepts_is_applied() -> None:
+    """The parser's filter list (template_syntax) and the evaluator's (templates) name the same filters."""
+    from agentflow_runtime.template_syntax import FILTER_ARITY
+
+    args = {0: "", 1: "(0)"}
+    for name, arity in FILTER_ARITY.items():
+        assert render(f"{{{{ input.v | {name}{args[arity]} }}}}", {"input": {"v": "ab"}}) is not None, name
